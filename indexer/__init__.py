@@ -1,0 +1,1 @@
+"""Turns folders of images into library rows and vectors: scan -> decode -> encode -> write."""

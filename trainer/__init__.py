@@ -1,0 +1,1 @@
+"""Contrastive fine-tuning of searchkit encoders (see the trainer issue)."""
