@@ -24,7 +24,10 @@ from PIL import Image
 log = logging.getLogger(__name__)
 
 
-class EncoderError(Exception):
+from ..errors import SearchkitError
+
+
+class EncoderError(SearchkitError):
     """A model cannot be loaded or used (unknown name, broken directory, ...)."""
 
 

@@ -1,0 +1,19 @@
+"""Exceptions a user can cause; the CLI prints them as one line."""
+
+from __future__ import annotations
+
+
+class SearchkitError(Exception):
+    """Base of all user-facing errors."""
+
+
+class LibraryBusyError(SearchkitError):
+    """Another process is writing to the library."""
+
+
+class ModelMismatchError(SearchkitError):
+    """The library was indexed with another model."""
+
+
+class QueryError(SearchkitError):
+    """A query cannot be run (empty, unreadable image, bad filter)."""
