@@ -1,0 +1,291 @@
+"""A library: one directory holding the SQLite store and its derived FAISS index, bound to one
+model. Opening, searching and status live here; ``indexer`` writes into it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from filelock import FileLock, Timeout
+
+from . import index as faiss_index
+from .encoders import Encoder, load_encoder
+from .errors import LibraryBusyError, ModelMismatchError, SearchkitError
+from .query import Filters, Hit, Query, build_filter_ids, combine
+from .store import STATUS_OK, STATUS_SKIPPED, File, LibraryInfo, Store
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = "write.lock"
+EXACT_FILTER_LIMIT = 20_000  # a filter leaving fewer rows than this is searched exactly
+
+EncoderFactory = Callable[[str], Encoder]
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LibraryStatus:
+    directory: str
+    model_name: str
+    model_fingerprint: str
+    dim: int
+    schema_version: int
+    indexed: int
+    skipped: int
+    roots: list[str]
+    index_kind: str
+    index_state: str          # "fresh", "stale" or "missing"
+    index_device: str
+    busy: bool                # an index run holds the write lock
+    skipped_files: list[SkippedFile] = field(default_factory=list)
+
+
+@dataclass
+class SearchTimings:
+    """Where the last search spent its time (seconds)."""
+    encode: float = 0.0
+    faiss: float = 0.0
+    sqlite: float = 0.0
+
+
+def reindex_hint(directory: Path, model: str) -> str:
+    return f"re-index with: searchkit index --library {directory} --model {model} --reindex"
+
+
+class Library:
+    """Open with :meth:`open`; build objects once and pass them in (tests hand in fakes)."""
+
+    def __init__(self, directory: Path, store: Store, info: LibraryInfo,
+                 encoder: Encoder | None = None,
+                 encoder_factory: EncoderFactory = load_encoder):
+        self.directory = Path(directory)
+        self.store = store
+        self.info = info
+        self._encoder = encoder
+        self._encoder_factory = encoder_factory
+        self._index: faiss_index.SearchIndex | None = None
+        self.last_timings = SearchTimings()
+        if encoder is not None:
+            self._check_encoder(encoder)
+
+    # ---- opening ---------------------------------------------------------------------------
+    @classmethod
+    def open(cls, directory: str | Path, model: str | None = None, create: bool = False,
+             encoder: Encoder | None = None,
+             encoder_factory: EncoderFactory = load_encoder) -> "Library":
+        """Open the library in ``directory``; with ``create``, make it (bound to ``model``).
+
+        ``model`` given for an existing library must be the one it was indexed with.
+        """
+        directory = Path(directory).expanduser()
+        if not directory.exists():
+            if not create:
+                raise SearchkitError(f"no library at {directory}: index a folder first "
+                                     f"(searchkit index PATH --library {directory})")
+            directory.mkdir(parents=True)
+        elif not directory.is_dir():
+            raise SearchkitError(f"library path {directory} is not a directory")
+        store = Store(directory)
+        if not store.exists():
+            if not create:
+                raise SearchkitError(f"no library at {directory}: index a folder first "
+                                     f"(searchkit index PATH --library {directory})")
+            from .encoders import DEFAULT_MODEL
+            encoder = encoder or encoder_factory(model or DEFAULT_MODEL)
+            with _write_lock(directory):
+                if not store.exists():
+                    store.create(model or encoder.name, encoder.fingerprint(), encoder.dim)
+        store.migrate()
+        info = store.info()
+        if model is not None and model != info.model_name:
+            raise ModelMismatchError(
+                f"library {directory} was indexed with model {info.model_name!r}, not {model!r}; "
+                + reindex_hint(directory, model))
+        return cls(directory, store, info, encoder=encoder, encoder_factory=encoder_factory)
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            enc = self._encoder_factory(self.info.model_name)
+            self._check_encoder(enc)
+            self._encoder = enc
+        return self._encoder
+
+    def _check_encoder(self, enc: Encoder) -> None:
+        if enc.dim != self.info.dim or enc.fingerprint() != self.info.model_fingerprint:
+            raise ModelMismatchError(
+                f"model {enc.name!r} has changed since library {self.directory} was indexed "
+                f"(weights fingerprint {enc.fingerprint()[:12]} != "
+                f"{self.info.model_fingerprint[:12]}); " + reindex_hint(self.directory, enc.name))
+
+    def rebind(self, encoder: Encoder) -> None:
+        """Bind to another model (``--reindex``): all vectors are dropped, files stay listed
+        as roots so that the next index run re-encodes them."""
+        self.store.rebind(encoder.name, encoder.fingerprint(), encoder.dim)
+        self.info = self.store.info()
+        self._encoder = encoder
+        self._index = None
+
+    @contextmanager
+    def writer(self) -> Iterator[None]:
+        """Hold the library's write lock; a second writer fails at once."""
+        with _write_lock(self.directory):
+            yield
+
+    def is_busy(self) -> bool:
+        lock = FileLock(str(self.directory / LOCK_FILE), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            return True
+        lock.release()
+        return False
+
+    # ---- the FAISS cache -------------------------------------------------------------------
+    def search_index(self, save: bool = True) -> faiss_index.SearchIndex:
+        """The index, loaded or rebuilt so that it answers with exactly the stored vectors."""
+        version = self.store.vectors_version()
+        if self._index is not None and self._index.stamp.vectors_version == version:
+            return self._index
+        loaded = faiss_index.load(self.directory)
+        if loaded is not None and self._stamp_matches(loaded[1], version):
+            self._index = faiss_index.SearchIndex(*loaded)
+            return self._index
+        self._index = self.rebuild_index(save=save)
+        return self._index
+
+    def _stamp_matches(self, stamp: faiss_index.Stamp, version: int) -> bool:
+        return (stamp.vectors_version == version and stamp.dim == self.info.dim
+                and stamp.model_fingerprint == self.info.model_fingerprint)
+
+    def rebuild_index(self, save: bool = True) -> faiss_index.SearchIndex:
+        ids, vectors, version = self.store.all_vectors()
+        t = time.perf_counter()
+        idx = faiss_index.build(ids, vectors)
+        stamp = faiss_index.Stamp(version, len(ids), self.info.dim, self.info.model_fingerprint,
+                                  faiss_index.kind_of(idx))
+        log.info("built %s index of %d vectors in %.2fs", stamp.kind, len(ids),
+                 time.perf_counter() - t)
+        if save:
+            try:
+                faiss_index.save(idx, stamp, self.directory)
+            except OSError as e:  # a read-only library still answers
+                log.warning("cannot save the index (%s)", e)
+        return faiss_index.SearchIndex(idx, stamp)
+
+    def index_state(self) -> str:
+        loaded = faiss_index.load(self.directory)
+        if loaded is None:
+            return "missing"
+        return "fresh" if self._stamp_matches(loaded[1], self.store.vectors_version()) else "stale"
+
+    # ---- search ----------------------------------------------------------------------------
+    def query_vector(self, query: Query) -> np.ndarray:
+        """The one normalised vector a (possibly combined) query stands for."""
+        return combine(query, self.encoder, self._stored_vector)
+
+    def _stored_vector(self, file_id: int) -> np.ndarray:
+        f = self.store.get_file(file_id)
+        if f is None or f.status != STATUS_OK or f.vector is None:
+            raise SearchkitError(f"no indexed image with id {file_id}")
+        return np.frombuffer(f.vector, dtype=np.float32)
+
+    def search(self, query: Query, k: int = 10, filters: Filters | None = None,
+               threshold: float | None = None) -> list[Hit]:
+        """Nearest images to ``query``, best first, restricted by ``filters``."""
+        if k <= 0:
+            raise SearchkitError("k must be at least 1")
+        timings = SearchTimings()
+        t0 = time.perf_counter()
+        qv = self.query_vector(query)
+        t1 = time.perf_counter()
+        timings.encode = t1 - t0
+        scores, ids = self.search_vector(qv, k, filters, timings)
+        t2 = time.perf_counter()
+        hits = self._hits(scores, ids, threshold)
+        timings.sqlite += time.perf_counter() - t2
+        self.last_timings = timings
+        return hits
+
+    def search_vector(self, qv: np.ndarray, k: int, filters: Filters | None = None,
+                      timings: SearchTimings | None = None) -> tuple[np.ndarray, np.ndarray]:
+        timings = timings or SearchTimings()
+        t = time.perf_counter()
+        index = self.search_index()
+        allowed = None
+        if filters is not None and filters.active():
+            allowed = build_filter_ids(self.store, filters)
+        timings.sqlite += time.perf_counter() - t
+        t = time.perf_counter()
+        if allowed is not None and len(allowed) == 0:
+            scores, ids = np.zeros(0, np.float32), np.zeros(0, np.int64)
+        elif allowed is not None and index.kind != "flat" and len(allowed) <= EXACT_FILTER_LIMIT:
+            scores, ids = _exact(index, qv, k, allowed)
+        else:
+            scores, ids = index.search(qv, k, allowed)
+        timings.faiss += time.perf_counter() - t
+        return scores, ids
+
+    def _hits(self, scores: np.ndarray, ids: np.ndarray, threshold: float | None) -> list[Hit]:
+        files = self.store.get_files([int(i) for i in ids])
+        hits = []
+        for score, i in zip(scores, ids):
+            if threshold is not None and score < threshold:
+                continue
+            f = files.get(int(i))
+            if f is None:  # removed after the index was read
+                continue
+            hits.append(Hit.from_row(f, float(score)))
+        return hits
+
+    # ---- status ----------------------------------------------------------------------------
+    def status(self, with_skipped: bool = True) -> LibraryStatus:
+        counts = self.store.counts()
+        loaded = faiss_index.load(self.directory)
+        state = self.index_state()
+        kind = loaded[1].kind if loaded else faiss_index.choose_kind(counts.get(STATUS_OK, 0))
+        skipped = [SkippedFile(f.path, f.reason or "") for f in self.store.skipped()] \
+            if with_skipped else []
+        return LibraryStatus(
+            directory=str(self.directory), model_name=self.info.model_name,
+            model_fingerprint=self.info.model_fingerprint, dim=self.info.dim,
+            schema_version=self.info.schema_version, indexed=counts.get(STATUS_OK, 0),
+            skipped=counts.get(STATUS_SKIPPED, 0), roots=self.store.roots(), index_kind=kind,
+            index_state=state, index_device="gpu" if faiss_index.gpu_count() else "cpu",
+            busy=self.is_busy(), skipped_files=skipped)
+
+    def get(self, file_id: int) -> File | None:
+        return self.store.get_file(file_id)
+
+
+def _exact(index: faiss_index.SearchIndex, qv: np.ndarray, k: int, allowed: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k among ``allowed`` ids (an approximate index may miss rare filtered rows)."""
+    vecs = np.stack([index.reconstruct(int(i)) for i in allowed])
+    scores = vecs @ qv.astype(np.float32)
+    order = np.argsort(-scores)[:k]
+    return scores[order], np.asarray(allowed, np.int64)[order]
+
+
+@contextmanager
+def _write_lock(directory: Path) -> Iterator[None]:
+    lock = FileLock(str(Path(directory) / LOCK_FILE), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise LibraryBusyError(f"library is busy: another `searchkit index` is writing to "
+                               f"{directory}; wait for it to finish") from None
+    try:
+        yield
+    finally:
+        lock.release()

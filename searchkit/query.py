@@ -1,0 +1,191 @@
+"""Queries, filters and hits: typed records, and the pure functions that turn them into a query
+vector and a set of allowed row ids."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Union
+
+import numpy as np
+from PIL import Image
+from sqlalchemy import func, or_, select
+
+from .encoders import Encoder
+from .errors import QueryError
+from .imageio import ImageDecodeError, open_image
+from .store import STATUS_OK, File
+
+ImageInput = Union[Image.Image, str, Path, bytes]
+DEFAULT_NEGATIVE_WEIGHT = 0.5
+DATE_FIELDS = ("taken", "modified")
+
+
+@dataclass
+class Query:
+    """Text and image terms with weights; negatives are subtracted; ``like`` are row ids
+    whose stored vectors join the query ("more like this")."""
+    texts: list[tuple[str, float]] = field(default_factory=list)
+    images: list[tuple[ImageInput, float]] = field(default_factory=list)
+    negatives: list[tuple[str, float]] = field(default_factory=list)
+    like: list[tuple[int, float]] = field(default_factory=list)
+
+    @classmethod
+    def text(cls, text: str) -> "Query":
+        return cls(texts=[(text, 1.0)])
+
+    @classmethod
+    def image(cls, image: ImageInput) -> "Query":
+        return cls(images=[(image, 1.0)])
+
+    def is_empty(self) -> bool:
+        return not (self.texts or self.images or self.like)
+
+
+@dataclass
+class Filters:
+    """Metadata restrictions applied inside the search (not after it)."""
+    path_prefix: str | None = None
+    path_glob: str | None = None
+    date_from: datetime | None = None
+    date_to: datetime | None = None
+    date_field: str = "taken"
+    min_width: int | None = None
+    min_height: int | None = None
+    formats: tuple[str, ...] = ()
+    camera: str | None = None
+
+    def active(self) -> bool:
+        return any(v not in (None, (), "") for k, v in asdict(self).items() if k != "date_field")
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    path: str
+    score: float
+    width: int | None
+    height: int | None
+    format: str | None
+    taken_at: datetime | None
+    modified_at: datetime
+    camera_make: str | None
+    camera_model: str | None
+
+    @classmethod
+    def from_row(cls, f: File, score: float) -> "Hit":
+        return cls(f.id, f.path, score, f.width, f.height, f.format, f.taken_at,
+                   datetime.fromtimestamp(f.mtime_ns / 1e9), f.camera_make, f.camera_model)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["score"] = round(self.score, 6)
+        for k in ("taken_at", "modified_at"):
+            d[k] = d[k].isoformat() if d[k] else None
+        return d
+
+
+def load_query_image(image: ImageInput) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, (str, Path)) and not Path(image).is_file():
+        raise QueryError(f"query image not found: {image}")
+    try:
+        return open_image(image)[0]
+    except ImageDecodeError as e:
+        raise QueryError(f"cannot read query image {_label(image)}: {e}") from None
+
+
+def _label(image: ImageInput) -> str:
+    return "(upload)" if isinstance(image, bytes) else str(image)
+
+
+def combine(query: Query, encoder: Encoder, stored: Callable[[int], np.ndarray]) -> np.ndarray:
+    """Weighted sum of the normalised term vectors minus the negatives, normalised."""
+    if query.is_empty():
+        raise QueryError("empty query: give a text, an image, or both")
+    for text, _ in query.texts + query.negatives:
+        if not text or not text.strip():
+            raise QueryError("empty query text")
+    parts: list[np.ndarray] = []
+    weights: list[float] = []
+    if query.texts:
+        parts.append(encoder.encode_texts([t for t, _ in query.texts]))
+        weights += [w for _, w in query.texts]
+    if query.images:
+        parts.append(encoder.encode_images([load_query_image(im) for im, _ in query.images]))
+        weights += [w for _, w in query.images]
+    if query.like:
+        parts.append(np.stack([stored(i) for i, _ in query.like]))
+        weights += [w for _, w in query.like]
+    if query.negatives:
+        parts.append(encoder.encode_texts([t for t, _ in query.negatives]))
+        weights += [-abs(w) for _, w in query.negatives]
+    vecs = np.concatenate(parts).astype(np.float32)
+    v = (np.asarray(weights, np.float32)[:, None] * vecs).sum(0)
+    norm = float(np.linalg.norm(v))
+    if norm < 1e-8:
+        raise QueryError("the query terms cancel out (weights sum to nothing)")
+    return v / norm
+
+
+def build_filter_ids(store, filters: Filters) -> np.ndarray:
+    """Row ids of ok files that pass ``filters`` (SQL does the work)."""
+    if filters.date_field not in DATE_FIELDS:
+        raise QueryError(f"date field must be one of {', '.join(DATE_FIELDS)}")
+    conds = [File.status == STATUS_OK]
+    if filters.path_prefix:
+        prefix = os.path.abspath(os.path.expanduser(filters.path_prefix))
+        conds.append(or_(File.path == prefix,
+                         File.path.startswith(prefix.rstrip(os.sep) + os.sep, autoescape=True)))
+    if filters.path_glob:
+        pattern = filters.path_glob
+        if not pattern.startswith(("*", os.sep)):
+            pattern = "*" + pattern  # a glob matches the end of the path, like rglob
+        conds.append(File.path.op("GLOB")(pattern))
+    if filters.date_from or filters.date_to:
+        if filters.date_field == "taken":
+            col = File.taken_at
+            lo, hi = filters.date_from, filters.date_to
+        else:
+            col = File.mtime_ns
+            lo = int(filters.date_from.timestamp() * 1e9) if filters.date_from else None
+            hi = int(filters.date_to.timestamp() * 1e9) if filters.date_to else None
+        if lo is not None:
+            conds.append(col >= lo)
+        if hi is not None:
+            conds.append(col <= hi)
+    if filters.min_width:
+        conds.append(File.width >= filters.min_width)
+    if filters.min_height:
+        conds.append(File.height >= filters.min_height)
+    if filters.formats:
+        fmts = {_norm_format(f) for f in filters.formats}
+        conds.append(File.format.in_(sorted(fmts)))
+    if filters.camera:
+        like = f"%{filters.camera.lower()}%"
+        conds.append(or_(func.lower(File.camera_make).like(like),
+                         func.lower(File.camera_model).like(like),
+                         func.lower(func.coalesce(File.camera_make, "") + " " +
+                                    func.coalesce(File.camera_model, "")).like(like)))
+    with store.session() as s:
+        ids = s.scalars(select(File.id).where(*conds)).all()
+    return np.asarray(ids, dtype=np.int64)
+
+
+_FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF"}
+
+
+def _norm_format(fmt: str) -> str:
+    f = fmt.strip().lstrip(".").upper()
+    return _FORMAT_ALIASES.get(f, f)
+
+
+def glob_matches(path: str, pattern: str) -> bool:
+    """The same glob rule as the SQL filter, for callers filtering in Python."""
+    if not pattern.startswith(("*", os.sep)):
+        pattern = "*" + pattern
+    return fnmatch.fnmatchcase(path, pattern)
