@@ -1,0 +1,24 @@
+"""Shared fixtures: tiny random models built once per test session, synthetic images."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    """A tiny random CLIP (width 32, 2 layers, 32 px) saved with its processor."""
+    from searchkit.testing import make_tiny_clip
+    return make_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_clip_dir):
+    from searchkit.encoders import load_encoder
+    return load_encoder(str(tiny_clip_dir))
