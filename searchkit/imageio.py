@@ -127,8 +127,8 @@ def open_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS,
         raise ImageDecodeError("is a directory") from None
     except UnidentifiedImageError:
         raise ImageDecodeError("not an image (unrecognised content)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageDecodeError("image too large (decompression bomb guard)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageDecodeError(f"image too large ({e})") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImageDecodeError(f"cannot decode: {msg}") from None
