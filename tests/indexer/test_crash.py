@@ -1,0 +1,84 @@
+"""SIGKILL the indexer at random moments; the library must open, be consistent and resume."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from indexer import Indexer
+from searchkit import Library
+from searchkit.store import STATUS_OK, File, blob_to_vector
+from tests.helpers import make_photos
+
+N_PHOTOS = 400
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("crash-photos")
+    make_photos(folder, N_PHOTOS, size=(64, 48))
+    return folder
+
+
+def kill_during_index(lib_dir: Path, model_dir: Path, folder: Path, rng: random.Random) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests/indexer/crash_driver.py"),
+                             str(lib_dir), str(model_dir), str(folder)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(rng.uniform(0.0, 1.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def check_consistent(lib_dir: Path, tiny_encoder) -> int:
+    """The invariants after a crash; returns the number of committed ok rows."""
+    lib = Library.open(lib_dir, encoder=tiny_encoder)
+    with lib.store.session() as s:
+        rows = s.execute(select(File.id, File.path, File.vector).where(File.status == STATUS_OK)
+                         ).all()
+        n_paths = s.execute(select(func.count(func.distinct(File.path)))).scalar_one()
+        n_rows = s.execute(select(func.count(File.id))).scalar_one()
+    assert n_paths == n_rows  # no path twice
+    for _, _, vec in rows:
+        assert vec is not None and blob_to_vector(vec).shape == (lib.info.dim,)
+    index = lib.search_index()
+    assert len(index) == len(rows)
+    for row_id, _, vec in rows:
+        assert np.array_equal(index.reconstruct(row_id), blob_to_vector(vec))
+    if rows:
+        from searchkit import Query
+        row_id = rows[0][0]
+        assert lib.search(Query(like=[(row_id, 1.0)]), k=1)[0].score == pytest.approx(1, abs=1e-5)
+    return len(rows)
+
+
+def run_kills(n: int, tmp_path, tiny_clip_dir, tiny_encoder, photos, seed: int) -> None:
+    rng = random.Random(seed)
+    for i in range(n):
+        lib_dir = tmp_path / f"lib{i}"
+        kill_during_index(lib_dir, tiny_clip_dir, photos, rng)
+        if not (lib_dir / "library.db").exists():
+            continue  # killed before the library was created: nothing to check
+        committed = check_consistent(lib_dir, tiny_encoder)
+        lib = Library.open(lib_dir, encoder=tiny_encoder)
+        report = Indexer(lib).run([str(photos)])
+        assert report.encoded == N_PHOTOS - committed  # only what was not committed
+        assert check_consistent(lib_dir, tiny_encoder) == N_PHOTOS
+
+
+def test_sigkill_at_random_moments(tmp_path, tiny_clip_dir, tiny_encoder, photos):
+    run_kills(3, tmp_path, tiny_clip_dir, tiny_encoder, photos, seed=1)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_many(tmp_path, tiny_clip_dir, tiny_encoder, photos):
+    run_kills(20, tmp_path, tiny_clip_dir, tiny_encoder, photos, seed=2)
