@@ -65,7 +65,7 @@ def build(ids: np.ndarray, vectors: np.ndarray, kind: str | None = None,
         sample = vectors[rng.choice(n, size=min(n, nlist * TRAIN_SAMPLE_PER_LIST), replace=False)]
         index.train(sample)
         index.nprobe = min(IVF_NPROBE, nlist)
-        index.make_direct_map()  # so reconstruct() works for "more like this"
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct() by row id
     else:
         raise ValueError(f"unknown index kind {kind!r}")
     if n:

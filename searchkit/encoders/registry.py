@@ -61,9 +61,11 @@ def resolve(name_or_path: str) -> tuple[str, str]:
     spec = REGISTRY.get(name_or_path)
     if spec is not None:
         src = spec.source
-        if spec.family == "composite" and not Path(src).is_absolute():
+        if spec.family != "composite":
+            return "hf", src
+        if not Path(src).is_absolute():
             src = str(BUNDLED_DIR / src)
-        return spec.family, src
+        return "composite", src
     path = Path(name_or_path).expanduser()
     if path.exists():
         if (path / COMPOSITE_CONFIG).is_file():
