@@ -12,7 +12,7 @@ from typing import Callable
 import typer
 from rich.console import Console
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 LIBRARY_ENV = "SEARCHKIT_LIBRARY"
@@ -53,7 +53,8 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    """One line on stderr, never wrapped, then exit non-zero."""
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
     raise typer.Exit(code)
 
 

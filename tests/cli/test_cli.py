@@ -1,0 +1,147 @@
+"""The command line: JSON contracts and one-line errors (never a traceback)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from tests.helpers import make_photos, solid
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory, tiny_clip_dir):
+    base = tmp_path_factory.mktemp("cli")
+    make_photos(base / "photos", 9)
+    solid(base / "photos" / "blue.png", (0, 0, 255), (64, 64))
+    lib = base / "lib"
+    r = CliRunner().invoke(app, ["index", str(base / "photos"), "--library", str(lib),
+                                 "--model", str(tiny_clip_dir)])
+    assert r.exit_code == 0, r.output
+    return base, lib
+
+
+def run(*args, env=None):
+    return CliRunner().invoke(app, [str(a) for a in args], env=env)
+
+
+def assert_one_line_error(r):
+    assert r.exit_code != 0
+    assert "Traceback" not in r.output
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.output
+
+
+def test_search_json_is_sorted_objects_with_path_and_score(indexed):
+    _, lib = indexed
+    r = run("search", "a blue square", "--library", lib, "--json", "-k", "5")
+    assert r.exit_code == 0, r.output
+    hits = json.loads(r.output)
+    assert len(hits) == 5 and all({"path", "score"} <= set(h) for h in hits)
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+
+def test_similar_and_combined_and_table(indexed):
+    base, lib = indexed
+    r = run("similar", base / "photos" / "blue.png", "--library", lib, "--json", "-k", "1")
+    assert json.loads(r.output)[0]["path"].endswith("blue.png")
+    r = run("search", "blue", "--image", base / "photos" / "blue.png", "--not", "red",
+            "--image-weight", "0.5", "--format", "png", "--library", lib)
+    assert r.exit_code == 0 and "blue.png" in r.output
+
+
+def test_env_library_and_status_json(indexed):
+    _, lib = indexed
+    r = run("status", "--json", env={"SEARCHKIT_LIBRARY": str(lib)})
+    st = json.loads(r.output)
+    assert st["indexed"] == 10 and st["index_state"] == "fresh" and st["skipped_files"] == []
+
+
+def test_queries_file_json_lines(indexed, tmp_path):
+    _, lib = indexed
+    qf = tmp_path / "q.txt"
+    qf.write_text('a cat\n\n{"text": "a dog", "k": 2}\nthe sea\n')
+    r = run("search", "--queries", qf, "--library", lib, "-k", "3")
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 0 and [len(json.loads(x)) for x in lines] == [3, 2, 3]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["index", "/no/such/folder"], "does not exist"),
+    (["search", ""], "empty"),
+    (["search"], "empty query"),
+    (["similar", "/no/such.jpg"], "not found"),
+    (["search", "x", "--after", "yesterday"], "bad date"),
+])
+def test_user_errors_are_one_line(indexed, args, needle):
+    _, lib = indexed
+    r = run(*args, "--library", lib)
+    assert_one_line_error(r)
+    assert needle in r.output
+
+
+def test_unknown_model_and_wrong_model(indexed, tmp_path):
+    _, lib = indexed
+    r = run("index", tmp_path, "--library", tmp_path / "new", "--model", "no-such-model")
+    assert_one_line_error(r)
+    assert "unknown model" in r.output
+    r = run("search", "x", "--library", lib, "--model", "clip-vit-b32")
+    assert_one_line_error(r)
+    assert "--reindex" in r.output
+
+
+def test_unreadable_query_image(indexed, tmp_path):
+    _, lib = indexed
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    r = run("similar", tmp_path / "bad.png", "--library", lib)
+    assert_one_line_error(r)
+    assert "cannot read query image" in r.output
+
+
+def test_missing_library(tmp_path):
+    assert_one_line_error(run("search", "x", "--library", tmp_path / "none"))
+
+
+def test_reindex_switches_model(indexed, tmp_path):
+    from searchkit.testing import make_tiny_clip
+    base, _ = indexed
+    lib = tmp_path / "lib"
+    other = make_tiny_clip(tmp_path / "other", seed=5)
+    assert run("index", base / "photos", "--library", lib, "--model", other).exit_code == 0
+    first = json.loads(run("status", "--json", "--library", lib).output)["model_fingerprint"]
+    third = make_tiny_clip(tmp_path / "third", seed=6)
+    r = run("index", "--library", lib, "--model", third, "--reindex", "--json")
+    assert r.exit_code == 0, r.output
+    st = json.loads(run("status", "--json", "--library", lib).output)
+    assert st["model_name"] == str(third) and st["model_fingerprint"] != first
+    assert st["indexed"] == 10
+
+
+def test_busy_library_and_search_during_index(tmp_path, tiny_clip_dir):
+    """A second `index` fails at once; searching while an index run goes works."""
+    make_photos(tmp_path / "p", 400, size=(64, 48))
+    lib = tmp_path / "lib"
+    assert run("index", tmp_path / "p" / "sub0", "--library", lib, "--model",
+               tiny_clip_dir).exit_code == 0
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests/indexer/crash_driver.py"),
+                             str(lib), str(tiny_clip_dir), str(tmp_path / "p")],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.2)
+        busy = run("index", tmp_path / "p", "--library", lib)
+        searches = [run("search", "a photo", "--library", lib, "--json") for _ in range(3)]
+    finally:
+        proc.wait(timeout=120)
+    assert_one_line_error(busy)
+    assert "library is busy" in busy.output
+    for s in searches:
+        assert s.exit_code == 0 and len(json.loads(s.output)) == 10
