@@ -43,13 +43,11 @@ def setup_logging(verbose: bool = False) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("transformers", "datasets", "huggingface_hub", "faiss", "httpx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    # read by transformers / huggingface_hub when (and only if) they are imported
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        from transformers.utils import logging as hf_logging
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except Exception:  # pragma: no cover - transformers absent or changed
-        pass
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "debug" if verbose else "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
 def fail(message: str, code: int = 2) -> None:

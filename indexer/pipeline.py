@@ -16,11 +16,10 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
-from searchkit.encoders import Encoder
 from searchkit.errors import SearchkitError
 from searchkit.imageio import MAX_PIXELS, ImageDecodeError, ImageMeta, open_image
 from searchkit.library import Library, SkippedFile
@@ -28,6 +27,9 @@ from searchkit.store import STATUS_OK
 
 from . import writer
 from .scan import FileStat, ScanProblem, normalize_root, walk
+
+if TYPE_CHECKING:
+    from searchkit.encoders.base import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +203,7 @@ class Indexer:
                 return
         pending.append(prep)
 
-    def _encode(self, encoder: Encoder, pending: list[Prepared], batch: writer.Batch,
+    def _encode(self, encoder: "Encoder", pending: list[Prepared], batch: writer.Batch,
                 hashes: dict[str, int], report: IndexReport) -> None:
         vectors = encoder.encode_pixels(np.stack([p.pixels for p in pending]))
         report.encoded += len(pending)
@@ -213,7 +215,7 @@ class Indexer:
         pending.clear()
 
     # ---- the worker side -------------------------------------------------------------------
-    def _prepare_all(self, work: list[WorkItem], encoder: Encoder | None,
+    def _prepare_all(self, work: list[WorkItem], encoder: "Encoder | None",
                      hashes: dict[str, int]) -> Iterator[Prepared]:
         """Worker results in order, with a bounded number in flight."""
         if not work:
@@ -233,7 +235,7 @@ class Indexer:
                     inflight.append(pool.submit(self._prepare, nxt, encoder, hashes))
                 yield result
 
-    def _prepare(self, item: WorkItem, encoder: Encoder | None, hashes: dict[str, int]
+    def _prepare(self, item: WorkItem, encoder: "Encoder | None", hashes: dict[str, int]
                  ) -> Prepared:
         """Read, hash, and (unless the content is already known) decode and preprocess."""
         try:

@@ -15,5 +15,9 @@ class ModelMismatchError(SearchkitError):
     """The library was indexed with another model."""
 
 
+class EncoderError(SearchkitError):
+    """A model cannot be loaded or used (unknown name, broken directory, ...)."""
+
+
 class QueryError(SearchkitError):
     """A query cannot be run (empty, unreadable image, bad filter)."""

@@ -8,23 +8,26 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 from filelock import FileLock, Timeout
 
 from . import index as faiss_index
-from .encoders import Encoder, load_encoder
+from .encoders.registry import load_encoder
 from .errors import LibraryBusyError, ModelMismatchError, SearchkitError
-from .query import Filters, Hit, Query, build_filter_ids, combine
+from .query import Filters, Hit, Query, build_filter_ids, combine, validate
 from .store import STATUS_OK, STATUS_SKIPPED, File, LibraryInfo, Store
+
+if TYPE_CHECKING:
+    from .encoders.base import Encoder
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "write.lock"
 EXACT_FILTER_LIMIT = 20_000  # a filter leaving fewer rows than this is searched exactly
 
-EncoderFactory = Callable[[str], Encoder]
+EncoderFactory = Callable[[str], "Encoder"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class Library:
     """Open with :meth:`open`; build objects once and pass them in (tests hand in fakes)."""
 
     def __init__(self, directory: Path, store: Store, info: LibraryInfo,
-                 encoder: Encoder | None = None,
+                 encoder: "Encoder | None" = None,
                  encoder_factory: EncoderFactory = load_encoder):
         self.directory = Path(directory)
         self.store = store
@@ -81,7 +84,7 @@ class Library:
     # ---- opening ---------------------------------------------------------------------------
     @classmethod
     def open(cls, directory: str | Path, model: str | None = None, create: bool = False,
-             encoder: Encoder | None = None,
+             encoder: "Encoder | None" = None,
              encoder_factory: EncoderFactory = load_encoder) -> "Library":
         """Open the library in ``directory``; with ``create``, make it (bound to ``model``).
 
@@ -100,7 +103,7 @@ class Library:
             if not create:
                 raise SearchkitError(f"no library at {directory}: index a folder first "
                                      f"(searchkit index PATH --library {directory})")
-            from .encoders import DEFAULT_MODEL
+            from .encoders.registry import DEFAULT_MODEL
             encoder = encoder or encoder_factory(model or DEFAULT_MODEL)
             with _write_lock(directory):
                 if not store.exists():
@@ -114,21 +117,21 @@ class Library:
         return cls(directory, store, info, encoder=encoder, encoder_factory=encoder_factory)
 
     @property
-    def encoder(self) -> Encoder:
+    def encoder(self) -> "Encoder":
         if self._encoder is None:
             enc = self._encoder_factory(self.info.model_name)
             self._check_encoder(enc)
             self._encoder = enc
         return self._encoder
 
-    def _check_encoder(self, enc: Encoder) -> None:
+    def _check_encoder(self, enc: "Encoder") -> None:
         if enc.dim != self.info.dim or enc.fingerprint() != self.info.model_fingerprint:
             raise ModelMismatchError(
                 f"model {enc.name!r} has changed since library {self.directory} was indexed "
                 f"(weights fingerprint {enc.fingerprint()[:12]} != "
                 f"{self.info.model_fingerprint[:12]}); " + reindex_hint(self.directory, enc.name))
 
-    def rebind(self, encoder: Encoder) -> None:
+    def rebind(self, encoder: "Encoder") -> None:
         """Bind to another model (``--reindex``): all vectors are dropped, files stay listed
         as roots so that the next index run re-encodes them."""
         self.store.rebind(encoder.name, encoder.fingerprint(), encoder.dim)
@@ -192,6 +195,7 @@ class Library:
     # ---- search ----------------------------------------------------------------------------
     def query_vector(self, query: Query) -> np.ndarray:
         """The one normalised vector a (possibly combined) query stands for."""
+        validate(query)
         return combine(query, self.encoder, self._stored_vector)
 
     def _stored_vector(self, file_id: int) -> np.ndarray:

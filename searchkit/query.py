@@ -8,16 +8,18 @@ import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 import numpy as np
 from PIL import Image
 from sqlalchemy import func, or_, select
 
-from .encoders import Encoder
 from .errors import QueryError
 from .imageio import ImageDecodeError, open_image
 from .store import STATUS_OK, File
+
+if TYPE_CHECKING:
+    from .encoders.base import Encoder
 
 ImageInput = Union[Image.Image, str, Path, bytes]
 DEFAULT_NEGATIVE_WEIGHT = 0.5
@@ -103,13 +105,21 @@ def _label(image: ImageInput) -> str:
     return "(upload)" if isinstance(image, bytes) else str(image)
 
 
-def combine(query: Query, encoder: Encoder, stored: Callable[[int], np.ndarray]) -> np.ndarray:
-    """Weighted sum of the normalised term vectors minus the negatives, normalised."""
+def validate(query: Query) -> None:
+    """Reject a query that cannot run, before any model is loaded."""
     if query.is_empty():
         raise QueryError("empty query: give a text, an image, or both")
     for text, _ in query.texts + query.negatives:
         if not text or not text.strip():
             raise QueryError("empty query text")
+    for image, _ in query.images:
+        if isinstance(image, (str, Path)) and not Path(image).is_file():
+            raise QueryError(f"query image not found: {image}")
+
+
+def combine(query: Query, encoder: "Encoder", stored: Callable[[int], np.ndarray]) -> np.ndarray:
+    """Weighted sum of the normalised term vectors minus the negatives, normalised."""
+    validate(query)
     parts: list[np.ndarray] = []
     weights: list[float] = []
     if query.texts:

@@ -24,11 +24,7 @@ from PIL import Image
 log = logging.getLogger(__name__)
 
 
-from ..errors import SearchkitError
-
-
-class EncoderError(SearchkitError):
-    """A model cannot be loaded or used (unknown name, broken directory, ...)."""
+from ..errors import EncoderError  # noqa: F401  (re-exported)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

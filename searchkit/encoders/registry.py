@@ -6,7 +6,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import Encoder, EncoderError
+from typing import TYPE_CHECKING
+
+from ..errors import EncoderError
+
+if TYPE_CHECKING:  # torch is imported only when a model is loaded
+    from .base import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,9 @@ for _spec in (
 
 # The bundled offline model (see searchkit/models/); the default once its weights ship.
 OFFLINE_MODEL = "searchkit-lite"
+register(ModelSpec(OFFLINE_MODEL, "searchkit-lite", "composite", 512,
+                   "bundled offline model: EfficientNet-Lite0 + MiniLM-L6 with trained heads "
+                   "(no download)", offline=True))
 DEFAULT_MODEL = OFFLINE_MODEL
 
 
@@ -81,7 +89,8 @@ def resolve(name_or_path: str) -> tuple[str, str]:
                        "a hub id (owner/name) or a model directory")
 
 
-def load_encoder(name_or_path: str, device: str | None = None, fp16: bool | None = None) -> Encoder:
+def load_encoder(name_or_path: str, device: str | None = None,
+                 fp16: bool | None = None) -> "Encoder":
     """Build the encoder for a registry name, a model directory or a hub id."""
     family, source = resolve(name_or_path)
     if family == "composite":

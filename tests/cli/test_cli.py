@@ -43,7 +43,7 @@ def test_search_json_is_sorted_objects_with_path_and_score(indexed):
     _, lib = indexed
     r = run("search", "a blue square", "--library", lib, "--json", "-k", "5")
     assert r.exit_code == 0, r.output
-    hits = json.loads(r.output)
+    hits = json.loads(r.stdout)
     assert len(hits) == 5 and all({"path", "score"} <= set(h) for h in hits)
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
 
@@ -51,7 +51,7 @@ def test_search_json_is_sorted_objects_with_path_and_score(indexed):
 def test_similar_and_combined_and_table(indexed):
     base, lib = indexed
     r = run("similar", base / "photos" / "blue.png", "--library", lib, "--json", "-k", "1")
-    assert json.loads(r.output)[0]["path"].endswith("blue.png")
+    assert json.loads(r.stdout)[0]["path"].endswith("blue.png")
     r = run("search", "blue", "--image", base / "photos" / "blue.png", "--not", "red",
             "--image-weight", "0.5", "--format", "png", "--library", lib)
     assert r.exit_code == 0 and "blue.png" in r.output
@@ -60,7 +60,7 @@ def test_similar_and_combined_and_table(indexed):
 def test_env_library_and_status_json(indexed):
     _, lib = indexed
     r = run("status", "--json", env={"SEARCHKIT_LIBRARY": str(lib)})
-    st = json.loads(r.output)
+    st = json.loads(r.stdout)
     assert st["indexed"] == 10 and st["index_state"] == "fresh" and st["skipped_files"] == []
 
 
@@ -69,7 +69,7 @@ def test_queries_file_json_lines(indexed, tmp_path):
     qf = tmp_path / "q.txt"
     qf.write_text('a cat\n\n{"text": "a dog", "k": 2}\nthe sea\n')
     r = run("search", "--queries", qf, "--library", lib, "-k", "3")
-    lines = r.output.strip().splitlines()
+    lines = r.stdout.strip().splitlines()
     assert r.exit_code == 0 and [len(json.loads(x)) for x in lines] == [3, 2, 3]
 
 
@@ -115,11 +115,11 @@ def test_reindex_switches_model(indexed, tmp_path):
     lib = tmp_path / "lib"
     other = make_tiny_clip(tmp_path / "other", seed=5)
     assert run("index", base / "photos", "--library", lib, "--model", other).exit_code == 0
-    first = json.loads(run("status", "--json", "--library", lib).output)["model_fingerprint"]
+    first = json.loads(run("status", "--json", "--library", lib).stdout)["model_fingerprint"]
     third = make_tiny_clip(tmp_path / "third", seed=6)
     r = run("index", "--library", lib, "--model", third, "--reindex", "--json")
     assert r.exit_code == 0, r.output
-    st = json.loads(run("status", "--json", "--library", lib).output)
+    st = json.loads(run("status", "--json", "--library", lib).stdout)
     assert st["model_name"] == str(third) and st["model_fingerprint"] != first
     assert st["indexed"] == 10
 
@@ -144,4 +144,4 @@ def test_busy_library_and_search_during_index(tmp_path, tiny_clip_dir):
     assert_one_line_error(busy)
     assert "library is busy" in busy.output
     for s in searches:
-        assert s.exit_code == 0 and len(json.loads(s.output)) == 10
+        assert s.exit_code == 0 and len(json.loads(s.stdout)) == 10
