@@ -1,0 +1,358 @@
+"""Reproduce the bundled ``searchkit-lite`` model with one command (LiT on cached features).
+
+    python -m trainer.recipes.searchkit_lite --output searchkit/models/searchkit-lite
+
+Locked image tower (EfficientNet-Lite, ImageNet) and locked text tower (all-MiniLM-L6-v2): each
+image goes through the tower once (cached, plus augmented views), each caption once, and the
+linear projection heads are trained contrastively on the cached features. Training pairs:
+``align/train`` without ``fluent3d`` (titles, keywords, descriptions, categories) and the 1,000
+ImageNet classifier rows as pseudo image features paired with their class names (and WordNet
+hypernyms and glosses). The epoch is chosen on ``align/validation`` (openclipart + noto).
+Evaluation-only data is never read here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from searchkit.encoders.composite import (FEATURES_POOLED, FEATURES_POOLED_PROBS,
+                                          CompositeEncoder, encode_texts_raw, lite_minilm_config,
+                                          new_composite, tokenizer_path)
+
+from .lite_captions import align_captions, imagenet_captions
+from .lite_data import read_align, read_imagenet_classes, read_wordnet_nouns
+from .lite_features import pooled_features
+
+log = logging.getLogger(__name__)
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+DEFAULT_ALIGN = SHARED / "datasets" / "align"
+DEFAULT_IMAGENET = SHARED / "imagenet_classes.txt"
+DEFAULT_CACHE = Path("/work/cache")
+DEFAULT_WORDNET = DEFAULT_CACHE / "data" / "wordnet" / "data.noun"
+RECALL_K = 10
+MAX_LOGIT_SCALE = float(np.log(100.0))
+PRIMARY_CAPTION_P = 0.5  # chance of an image's primary caption (its title) in each epoch
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    variant: str = "lite0"
+    features: str = FEATURES_POOLED_PROBS
+    embed_dim: int = 512
+    epochs: int = 40
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    aug_views: tuple[int, ...] = ()
+    imagenet_pairs: bool = True
+    imagenet_repeats: int = 4
+    wordnet: bool = True
+    templates: bool = True
+    align_extra_captions: bool = True
+    seed: int = 0
+
+
+@dataclass
+class Pairs:
+    """Training items: each has image-feature rows (views) and caption ids."""
+
+    views: list[np.ndarray] = field(default_factory=list)     # per item: row indices into X
+    captions: list[list[int]] = field(default_factory=list)   # per item: caption ids
+    repeats: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    t2i_r10: float
+    i2t_r10: float
+
+    @property
+    def mean(self) -> float:
+        return (self.t2i_r10 + self.i2t_r10) / 2
+
+
+# ------------------------------------------------------------------------------------------------
+# Features
+# ------------------------------------------------------------------------------------------------
+
+class TextBank:
+    """Unique caption strings -> frozen text-tower features (cached on disk)."""
+
+    def __init__(self):
+        self.index: dict[str, int] = {}
+
+    def add(self, text: str) -> int:
+        return self.index.setdefault(text, len(self.index))
+
+    def features(self, encoder: CompositeEncoder, cache_dir: Path) -> np.ndarray:
+        texts = list(self.index)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        store = cache_dir / "text_minilm.npz"
+        known: dict[str, np.ndarray] = {}
+        if store.exists():
+            with np.load(store, allow_pickle=False) as z:
+                known = dict(zip(z["texts"].tolist(), z["feats"]))
+        todo = [t for t in texts if t not in known]
+        if todo:
+            log.info("encoding %d new captions", len(todo))
+            feats = encode_texts_raw(encoder, todo)
+            known.update(zip(todo, feats.astype(np.float16)))
+            keys = list(known)
+            tmp = cache_dir / "text_minilm.tmp.npz"
+            np.savez(tmp, texts=np.array(keys), feats=np.stack([known[k] for k in keys]))
+            tmp.rename(store)
+        return np.stack([known[t] for t in texts]).astype(np.float32)
+
+
+def head_inputs(encoder: CompositeEncoder, pooled: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return encoder.model.image_tower.head_input(torch.from_numpy(pooled)).numpy()
+
+
+def imagenet_pseudo_pooled(encoder: CompositeEncoder, real_pooled: np.ndarray) -> np.ndarray:
+    """Classifier rows as pseudo pooled features, rescaled to the real features' mean norm."""
+    w = encoder.model.image_tower.net.classifier.weight.detach().numpy()
+    target = float(np.linalg.norm(real_pooled, axis=1).mean())
+    return (w / np.linalg.norm(w, axis=1, keepdims=True) * target).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------------
+
+def clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE (falls back here when trainer.loss.ClipLoss is not available)."""
+    try:
+        from trainer.loss import ClipLoss
+        return ClipLoss()(img, txt, scale.exp())
+    except (ImportError, TypeError):
+        img, txt = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
+        logits = scale.exp() * img @ txt.t()
+        labels = torch.arange(len(img))
+        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+
+
+def sample_epoch(pairs: Pairs, rng: random.Random) -> list[tuple[int, int]]:
+    """One (feature row, caption id) per item and repeat; the title half of the time."""
+    out = []
+    for views, caps, rep in zip(pairs.views, pairs.captions, pairs.repeats):
+        for _ in range(rep):
+            cap = caps[0] if rng.random() < PRIMARY_CAPTION_P or len(caps) == 1 else \
+                rng.choice(caps[1:])
+            out.append((int(rng.choice(views)), cap))
+    rng.shuffle(out)
+    return out
+
+
+def batches(items: list[tuple[int, int]], size: int):
+    """Minibatches with no caption twice (duplicates would be false negatives)."""
+    for i in range(0, len(items), size):
+        seen, batch = set(), []
+        for row, cap in items[i:i + size]:
+            if cap not in seen:
+                seen.add(cap)
+                batch.append((row, cap))
+        yield batch
+
+
+def train_heads(encoder: CompositeEncoder, X: np.ndarray, T: np.ndarray, pairs: Pairs,
+                val: tuple[np.ndarray, np.ndarray, list[str]], cfg: RecipeConfig) -> dict:
+    model = encoder.model
+    params = model.projection_parameters() + [model.logit_scale]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * max(1, sum(pairs.repeats) // cfg.batch_size + 1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps,
+                                                pct_start=0.1)
+    Xt, Tt = torch.from_numpy(X), torch.from_numpy(T)
+    rng = random.Random(cfg.seed)
+    best = {"metric": -1.0}
+    history = []
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        losses = []
+        for batch in batches(sample_epoch(pairs, rng), cfg.batch_size):
+            rows, caps = zip(*batch)
+            img = model.image_head(Xt[list(rows)])
+            txt = model.text_head(Tt[list(caps)])
+            loss = clip_loss(img, txt, model.logit_scale)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if sched.last_epoch < steps - 1:
+                sched.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+            losses.append(loss.item())
+        model.eval()
+        m = retrieval_metrics(encoder, *val)
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), **asdict(m)})
+        log.info("epoch %d loss %.3f val t2i R@10 %.1f i2t R@10 %.1f", epoch, np.mean(losses),
+                 m.t2i_r10, m.i2t_r10)
+        if m.mean > best["metric"]:
+            best = {"metric": m.mean, "epoch": epoch, "metrics": asdict(m),
+                    "state": {k: v.clone() for k, v in model.heads_state().items()}}
+    model.load_heads(best.pop("state"))
+    best["history"] = history
+    return best
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation
+# ------------------------------------------------------------------------------------------------
+
+def project(encoder: CompositeEncoder, X: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with torch.no_grad():
+        img = encoder.model.image_head(torch.from_numpy(X))
+        txt = encoder.model.text_head(torch.from_numpy(T))
+    return F.normalize(img, dim=-1).numpy(), F.normalize(txt, dim=-1).numpy()
+
+
+def retrieval_metrics(encoder: CompositeEncoder, X: np.ndarray, T: np.ndarray,
+                      texts: list[str]) -> Metrics:
+    """R@10 both ways; a caption identical to the query's pair counts as correct."""
+    img, txt = project(encoder, X, T)
+    sims = txt @ img.T                          # (texts, images), row i pairs with image i
+    ids = {t: i for i, t in enumerate(dict.fromkeys(texts))}
+    cap = np.array([ids[t] for t in texts])
+    same = cap[:, None] == cap[None, :]         # [text i, image j] correct
+    top_t2i = np.argsort(-sims, axis=1)[:, :RECALL_K]
+    t2i = np.mean([same[i, top_t2i[i]].any() for i in range(len(texts))])
+    top_i2t = np.argsort(-sims.T, axis=1)[:, :RECALL_K]
+    i2t = np.mean([same[top_i2t[j], j].any() for j in range(len(texts))])
+    return Metrics(round(100 * float(t2i), 2), round(100 * float(i2t), 2))
+
+
+# ------------------------------------------------------------------------------------------------
+# The recipe
+# ------------------------------------------------------------------------------------------------
+
+def build_pairs(encoder: CompositeEncoder, cfg: RecipeConfig, align_dir: Path,
+                imagenet_path: Path, wordnet_path: Path, cache: Path):
+    tf = encoder.transform
+    tower = encoder.model.image_tower
+    rows = read_align(align_dir / "train")
+    paths = [r.path for r in rows]
+    feat_dir, tag = cache / "features", cfg.variant
+    pooled = [pooled_features(tower, tf, paths, feat_dir, tag, progress=_progress)]
+    for seed in cfg.aug_views:
+        pooled.append(pooled_features(tower, tf, paths, feat_dir, tag, seed=seed,
+                                      progress=_progress))
+    bank, pairs = TextBank(), Pairs()
+    n = len(rows)
+    for i, row in enumerate(rows):
+        pairs.views.append(np.array([i + v * n for v in range(len(pooled))]))
+        pairs.captions.append([bank.add(c) for c in align_captions(row, cfg.align_extra_captions)])
+        pairs.repeats.append(1)
+    X = np.concatenate(pooled)
+    if cfg.imagenet_pairs:
+        wordnet = read_wordnet_nouns(wordnet_path) if cfg.wordnet else None
+        pseudo = imagenet_pseudo_pooled(encoder, pooled[0])
+        for cls in read_imagenet_classes(imagenet_path):
+            pairs.views.append(np.array([len(X) + cls.index]))
+            pairs.captions.append([bank.add(c) for c in
+                                   imagenet_captions(cls, wordnet, cfg.templates)])
+            pairs.repeats.append(cfg.imagenet_repeats)
+        X = np.concatenate([X, pseudo])
+    X = head_inputs(encoder, X.astype(np.float32))
+    T = bank.features(encoder, cache / "text")
+    return X, T, pairs, len(bank.index)
+
+
+def validation_set(encoder: CompositeEncoder, cfg: RecipeConfig, align_dir: Path, cache: Path):
+    rows = read_align(align_dir / "validation")
+    pooled = pooled_features(encoder.model.image_tower, encoder.transform,
+                             [r.path for r in rows], cache / "features", cfg.variant,
+                             progress=_progress)
+    bank = TextBank()
+    ids = [bank.add(r.text) for r in rows]
+    T = bank.features(encoder, cache / "text")[ids]
+    return head_inputs(encoder, pooled), T, [r.text for r in rows]
+
+
+def run(cfg: RecipeConfig, output: Path, align_dir: Path = DEFAULT_ALIGN,
+        imagenet_path: Path = DEFAULT_IMAGENET, wordnet_path: Path = DEFAULT_WORDNET,
+        cache: Path = DEFAULT_CACHE) -> dict:
+    torch.manual_seed(cfg.seed)
+    base = lite_minilm_config(cfg.variant, cfg.embed_dim, cfg.features,
+                              description=DESCRIPTION)
+    encoder = new_composite(base, tokenizer_path(base), device="cpu", seed=cfg.seed)
+    t0 = time.time()
+    X, T, pairs, n_captions = build_pairs(encoder, cfg, align_dir, imagenet_path, wordnet_path,
+                                          cache)
+    val = validation_set(encoder, cfg, align_dir, cache)
+    log.info("features ready in %.0fs: %d image rows, %d captions", time.time() - t0, len(X),
+             n_captions)
+    best = train_heads(encoder, X, T, pairs, val, cfg)
+    encoder.save_pretrained(output)
+    record = {"recipe": "trainer.recipes.searchkit_lite", "config": asdict(cfg),
+              "selected_epoch": best["epoch"], "validation": best["metrics"],
+              "validation_split": "align/validation without fluent3d (openclipart + noto)",
+              "train_items": len(pairs.views), "captions": n_captions,
+              "fingerprint": encoder.fingerprint(), "history": best["history"]}
+    (Path(output) / "recipe.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+DESCRIPTION = ("searchkit-lite: EfficientNet-Lite (ImageNet) + all-MiniLM-L6-v2 with contrastive "
+               "projection heads trained by trainer.recipes.searchkit_lite (LiT, locked towers)")
+
+
+def _progress(i: int, n: int) -> None:
+    if i == n or i % (64 * 20) == 0:
+        log.info("image features %d/%d", i, n)
+
+
+def parse_args(argv=None) -> tuple[RecipeConfig, argparse.Namespace]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--align", type=Path, default=DEFAULT_ALIGN)
+    p.add_argument("--imagenet-classes", type=Path, default=DEFAULT_IMAGENET)
+    p.add_argument("--wordnet", type=Path, default=DEFAULT_WORDNET,
+                   help="WordNet 3.0 data.noun (scripts/fetch_wordnet.sh)")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    defaults = RecipeConfig()
+    p.add_argument("--variant", default=defaults.variant, choices=["lite0", "lite1", "lite2"])
+    p.add_argument("--features", default=defaults.features,
+                   choices=[FEATURES_POOLED, FEATURES_POOLED_PROBS])
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--aug-views", default=",".join(map(str, defaults.aug_views)),
+                   help="augmented feature copies by seed, e.g. 1,2 (empty: none)")
+    p.add_argument("--imagenet-repeats", type=int, default=defaults.imagenet_repeats)
+    for flag in ("imagenet-pairs", "wordnet", "templates", "align-extra-captions"):
+        p.add_argument(f"--no-{flag}", action="store_true")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    a = p.parse_args(argv)
+    cfg = RecipeConfig(variant=a.variant, features=a.features, epochs=a.epochs, lr=a.lr,
+                       batch_size=a.batch_size,
+                       aug_views=tuple(int(s) for s in a.aug_views.split(",") if s.strip()),
+                       imagenet_pairs=not a.no_imagenet_pairs,
+                       imagenet_repeats=a.imagenet_repeats, wordnet=not a.no_wordnet,
+                       templates=not a.no_templates,
+                       align_extra_captions=not a.no_align_extra_captions, seed=a.seed)
+    return cfg, a
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg, a = parse_args(argv)
+    record = run(cfg, a.output, a.align, a.imagenet_classes, a.wordnet, a.cache)
+    log.info("saved %s: epoch %d, validation %s", a.output, record["selected_epoch"],
+             record["validation"])
+
+
+if __name__ == "__main__":
+    main()
