@@ -27,6 +27,8 @@ IVF_THRESHOLD = 50_000       # rows; below it exact search is fast enough (bench
 IVF_LISTS_PER_SQRT = 4       # nlist = 4 * sqrt(n), the usual FAISS guidance
 IVF_NPROBE = 16
 TRAIN_SAMPLE_PER_LIST = 64
+RETRAIN_RATIO = 2.0          # reuse a trained IVF quantizer until the size changes this much
+SEARCH_THREADS = 1           # one query is too small to split; parallelism is across queries
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class Stamp:
     dim: int
     model_fingerprint: str
     kind: str
+    trained_count: int = 0   # rows the IVF quantizer was trained on (0: flat)
 
 
 def gpu_count() -> int:
@@ -51,12 +54,20 @@ def choose_kind(n: int, threshold: int = IVF_THRESHOLD) -> str:
 
 
 def build(ids: np.ndarray, vectors: np.ndarray, kind: str | None = None,
-          threshold: int = IVF_THRESHOLD) -> faiss.Index:
-    """A new CPU index over ``vectors`` (float32, normalised) with the given ids."""
+          threshold: int = IVF_THRESHOLD, trained: faiss.Index | None = None,
+          trained_count: int = 0) -> faiss.Index:
+    """A new CPU index over ``vectors`` (float32, normalised) with the given ids.
+
+    ``trained`` is a previous IVF index whose coarse quantizer is reused (no k-means) while
+    the row count stays within ``RETRAIN_RATIO`` of ``trained_count``.
+    """
     n, dim = vectors.shape if vectors.ndim == 2 else (0, vectors.shape[-1])
     kind = kind or choose_kind(n, threshold)
     if kind == "flat":
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    elif kind == "ivf" and reusable(trained, dim, n, trained_count):
+        index = faiss.clone_index(trained)
+        index.reset()
     elif kind == "ivf":
         nlist = max(1, min(int(IVF_LISTS_PER_SQRT * math.sqrt(max(n, 1))), max(1, n // 39)))
         quantizer = faiss.IndexFlatIP(dim)
@@ -72,6 +83,12 @@ def build(ids: np.ndarray, vectors: np.ndarray, kind: str | None = None,
         index.add_with_ids(np.ascontiguousarray(vectors, np.float32),
                            np.ascontiguousarray(ids, np.int64))
     return index
+
+
+def reusable(trained: faiss.Index | None, dim: int, n: int, trained_count: int) -> bool:
+    if trained is None or trained.d != dim or kind_of(trained) != "ivf" or trained_count <= 0:
+        return False
+    return 1 / RETRAIN_RATIO <= n / trained_count <= RETRAIN_RATIO
 
 
 def kind_of(index: faiss.Index) -> str:
@@ -151,6 +168,7 @@ class SearchIndex:
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, ids) for one query vector; ``allowed`` restricts to those ids."""
+        faiss.omp_set_num_threads(SEARCH_THREADS)  # per calling thread (OpenMP semantics)
         q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
         k = min(k, self.cpu.ntotal if allowed is None else len(allowed))
         if k <= 0:

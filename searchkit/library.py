@@ -164,19 +164,28 @@ class Library:
         if loaded is not None and self._stamp_matches(loaded[1], version):
             self._index = faiss_index.SearchIndex(*loaded)
             return self._index
-        self._index = self.rebuild_index(save=save)
+        self._index = self.rebuild_index(save=save, previous=loaded)
         return self._index
 
     def _stamp_matches(self, stamp: faiss_index.Stamp, version: int) -> bool:
         return (stamp.vectors_version == version and stamp.dim == self.info.dim
                 and stamp.model_fingerprint == self.info.model_fingerprint)
 
-    def rebuild_index(self, save: bool = True) -> faiss_index.SearchIndex:
+    def rebuild_index(self, save: bool = True, previous=None) -> faiss_index.SearchIndex:
+        """Build from the store; a stale IVF index lends its trained quantizer."""
         ids, vectors, version = self.store.all_vectors()
         t = time.perf_counter()
-        idx = faiss_index.build(ids, vectors)
+        trained, trained_count = None, 0
+        if previous is not None and previous[1].dim == self.info.dim:
+            trained, trained_count = previous[0], previous[1].trained_count or previous[1].count
+        idx = faiss_index.build(ids, vectors, trained=trained, trained_count=trained_count)
+        kind = faiss_index.kind_of(idx)
+        if kind != "ivf":
+            trained_count = 0
+        elif not faiss_index.reusable(trained, self.info.dim, len(ids), trained_count):
+            trained_count = len(ids)
         stamp = faiss_index.Stamp(version, len(ids), self.info.dim, self.info.model_fingerprint,
-                                  faiss_index.kind_of(idx))
+                                  kind, trained_count)
         log.info("built %s index of %d vectors in %.2fs", stamp.kind, len(ids),
                  time.perf_counter() - t)
         if save:

@@ -54,3 +54,20 @@ def test_save_load_roundtrip_and_corruption(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
     (tmp_path / fi.INDEX_FILE).write_bytes(b"\x00" * 10)
     assert fi.load(tmp_path) is None
+
+
+def test_ivf_quantizer_is_reused_while_size_is_close():
+    ids, v = data(3000)
+    first = fi.build(ids[:2000], v[:2000], kind="ivf")
+    again = fi.build(ids, v, kind="ivf", trained=first, trained_count=2000)
+    assert again.ntotal == 3000 and fi.kind_of(again) == "ivf"
+    q1 = faiss_centroids(first)
+    assert np.array_equal(q1, faiss_centroids(again))  # same coarse quantizer: no k-means
+    assert not fi.reusable(first, 32, 5000, 2000)
+
+
+def faiss_centroids(index):
+    import faiss
+    ivf = faiss.extract_index_ivf(index)
+    return faiss.rev_swig_ptr(faiss.downcast_index(ivf.quantizer).get_xb(),
+                              ivf.nlist * ivf.d).copy()
