@@ -18,7 +18,8 @@ import numpy as np
 from sqlalchemy import (Float, ForeignKey, Index, Integer, LargeBinary, String, Text, create_engine,
                         event, func, select, text)
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, defer, mapped_column,
+                            sessionmaker)
 
 from .errors import SearchkitError
 
@@ -206,8 +207,10 @@ class Store:
         return ids, vecs.reshape(len(rows), dim).copy(), version
 
     def get_files(self, ids: list[int]) -> dict[int, File]:
+        """Rows by id, without their vectors (what hits need)."""
         with self.session() as s:
-            return {f.id: f for f in s.scalars(select(File).where(File.id.in_(ids)))}
+            q = select(File).where(File.id.in_(ids)).options(defer(File.vector))
+            return {f.id: f for f in s.scalars(q)}
 
     def get_file(self, file_id: int) -> File | None:
         with self.session() as s:
