@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Optional
@@ -34,6 +35,9 @@ def index_cmd(
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding threads."),
     max_pixels: int = typer.Option(100_000_000, "--max-pixels",
                                    help="Skip larger images (decompression-bomb guard)."),
+    watch: Optional[float] = typer.Option(None, "--watch", metavar="SECONDS",
+                                          help="Keep going: re-scan every SECONDS and bring "
+                                          "new, changed and deleted files up to date."),
     json_out: bool = JsonOption,
 ) -> None:
     """Index folders of images: new, changed, moved and deleted files are brought up to date."""
@@ -58,9 +62,15 @@ def index_cmd(
         if reindex:
             with lib.writer():
                 lib.rebind(lib.encoder)
-    report = _run_with_progress(Indexer(lib, workers=workers, max_pixels=max_pixels),
-                                [str(p) for p in paths or []], json_out)
+    indexer = Indexer(lib, workers=workers, max_pixels=max_pixels)
+    report = _run_with_progress(indexer, [str(p) for p in paths or []], json_out)
     _print_report(report, json_out)
+    while watch:
+        time.sleep(watch)
+        report = indexer.run()
+        if report.added or report.updated or report.moved or report.removed or \
+                report.duplicates:
+            _print_report(report, json_out)
 
 
 def _run_with_progress(indexer, paths: list[str], quiet: bool):

@@ -129,3 +129,23 @@ def test_stale_index_is_rebuilt(lib, mixed):
 def test_open_missing_library_is_a_clear_error(tmp_path):
     with pytest.raises(SearchkitError, match="no library"):
         Library.open(tmp_path / "nothing")
+
+
+def test_schema_version_newer_than_code_is_a_clear_error(lib):
+    from sqlalchemy import text
+    with lib.store.session() as s:
+        s.execute(text("UPDATE meta SET value='99' WHERE key='schema_version'"))
+    with pytest.raises(SearchkitError, match="newer than this searchkit"):
+        Library.open(lib.directory)
+
+
+def test_migrations_run_in_order(lib, monkeypatch):
+    from sqlalchemy import text
+
+    from searchkit import store
+    monkeypatch.setattr(store, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(store, "MIGRATIONS", {1: ["ALTER TABLE files ADD COLUMN rating INTEGER"]})
+    Library.open(lib.directory)
+    assert lib.store.get_meta("schema_version") == "2"
+    with lib.store.session() as s:
+        s.execute(text("SELECT rating FROM files"))
