@@ -63,7 +63,12 @@ def index_cmd(
             with lib.writer():
                 lib.rebind(lib.encoder)
     indexer = Indexer(lib, workers=workers, max_pixels=max_pixels)
-    report = _run_with_progress(indexer, [str(p) for p in paths or []], json_out)
+    targets = [str(p) for p in paths or []]
+    if reindex and targets:  # every known folder is re-encoded, the new ones too
+        import os
+        lib.store.add_roots([os.path.abspath(t) for t in targets], time.time())
+        targets = []
+    report = _run_with_progress(indexer, targets, json_out)
     _print_report(report, json_out)
     while watch:
         time.sleep(watch)
