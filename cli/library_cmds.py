@@ -308,8 +308,26 @@ def status_cmd(library: Optional[Path] = LibraryOption, json_out: bool = JsonOpt
             out.print(f"  {s.path!r}: {s.reason}", highlight=False, markup=False)
 
 
+def forget_cmd(
+    path: Path = typer.Argument(..., help="A folder indexed before (it may no longer exist)."),
+    library: Optional[Path] = LibraryOption,
+) -> None:
+    """Stop tracking a folder: its images leave the library (the files are not touched)."""
+    import os
+    lib = _open(library, None)
+    root = os.path.abspath(os.path.expanduser(str(path)))
+    with lib.writer():
+        if root not in lib.store.roots() and not any(
+                r.startswith(root.rstrip(os.sep) + os.sep) for r in lib.store.roots()):
+            raise UserError(f"{root} is not an indexed folder (see searchkit status)")
+        n = lib.store.forget(root)
+        lib.search_index()
+    console.print(f"removed {n} files under {root}", highlight=False, markup=False)
+
+
 def register(app: typer.Typer) -> None:
     app.command("index")(user_errors(index_cmd))
     app.command("search")(user_errors(search_cmd))
     app.command("similar")(user_errors(similar_cmd))
     app.command("status")(user_errors(status_cmd))
+    app.command("forget")(user_errors(forget_cmd))

@@ -184,6 +184,18 @@ class Store:
                 if s.get(Root, p) is None:
                     s.add(Root(path=p, added_at=now))
 
+    def forget(self, root: str) -> int:
+        """Drop a folder and every row under it; returns the number of rows removed."""
+        import os
+        prefix = root.rstrip(os.sep) + os.sep
+        with self.session() as s:
+            gone = s.execute(File.__table__.delete().where(
+                (File.path == root) | File.path.startswith(prefix, autoescape=True))).rowcount
+            s.execute(Root.__table__.delete().where(
+                (Root.path == root) | Root.path.startswith(prefix, autoescape=True)))
+            self.bump_version(s)
+        return gone
+
     def roots(self) -> list[str]:
         with self.session() as s:
             return list(s.scalars(select(Root.path).order_by(Root.path)))

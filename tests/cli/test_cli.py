@@ -145,3 +145,16 @@ def test_busy_library_and_search_during_index(tmp_path, tiny_clip_dir):
     assert "library is busy" in busy.output
     for s in searches:
         assert s.exit_code == 0 and len(json.loads(s.stdout)) == 10
+
+
+def test_forget_a_folder(tmp_path, tiny_clip_dir):
+    make_photos(tmp_path / "a", 3)
+    make_photos(tmp_path / "b", 2, offset=50)
+    lib = tmp_path / "lib"
+    for d in ("a", "b"):
+        assert run("index", tmp_path / d, "--library", lib, "--model", tiny_clip_dir).exit_code == 0
+    assert_one_line_error(run("forget", tmp_path / "c", "--library", lib))
+    assert run("forget", tmp_path / "a", "--library", lib).exit_code == 0
+    st = json.loads(run("status", "--json", "--library", lib).stdout)
+    assert st["indexed"] == 2 and st["roots"] == [str(tmp_path / "b")]
+    assert st["index_state"] == "fresh"
