@@ -1,0 +1,424 @@
+"""The fine-tuning loop: data -> views -> gradient-cached contrastive steps -> evaluation ->
+best epoch -> WiSE-FT -> exported model directory + metrics.json.
+
+Objects are built in one place (:func:`finetune` / :class:`Trainer`) and passed in; the loop
+reports through :class:`Callbacks` and never prints. Everything random is derived from the seed
+(epoch order from (seed, epoch), augmentations from (seed, epoch, item)) or saved with the
+checkpoint, so a resumed run continues with the same loss curve.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from searchkit.errors import SearchkitError
+
+from . import checkpoint as ckpt
+from .augment import AugmentConfig, augment, to_array
+from .data import BadRow, Pair, PairData, load_image
+from .evaluate import EvalPoint, ReferenceSet, RetrievalMetrics, evaluate_pairs
+from .gradcache import gradcache_step
+from .loss import clamp_logit_scale_, model_loss
+from .modes import LoraSettings, TrainMode, apply_mode, has_lora, merge_lora
+from .optim import make_optimizer, set_lr
+from .schedule import lr_at
+from .wise import DEFAULT_ALPHAS, MAX_REFERENCE_DROP, WiseChoice, pick_alpha, wise_curve
+
+log = logging.getLogger(__name__)
+
+MODEL_SUBDIR = "model"
+METRICS_FILE = "metrics.json"
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+class TrainError(SearchkitError):
+    """The run cannot go on (bad settings, nothing to train, incompatible checkpoint)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 5
+    batch_size: int = 256
+    chunk_size: int = 64                 # gradient-caching chunk (memory of this many pairs)
+    lr: float = 1e-5
+    weight_decay: float = 0.1
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.0
+    grad_clip: float | None = 1.0
+    mode: str = TrainMode.FULL.value
+    lora: LoraSettings = LoraSettings()
+    augment: AugmentConfig = AugmentConfig()
+    caption_template: str = "{}"         # e.g. "a 3D render of {}"
+    keyword_p: float = 0.0               # chance a training view uses a keyword caption
+    keyword_template: str = "{}"
+    seed: int = 0
+    bf16: bool = True                    # autocast on CUDA only
+    checkpoint_every: int = 0            # steps between checkpoints (0: at each epoch end)
+    eval_each_epoch: bool = True
+    workers: int = 4
+    wise: str = "off"                    # "off", "auto" or an alpha such as "0.5"
+    wise_alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    wise_max_drop: float = MAX_REFERENCE_DROP
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        d["lora"] = LoraSettings(**d.get("lora", {}))
+        aug = dict(d.get("augment", {}))
+        for k in ("crop_scale", "crop_ratio", "blur_radius"):
+            if k in aug:
+                aug[k] = tuple(aug[k])
+        d["augment"] = AugmentConfig(**aug)
+        d["wise_alphas"] = tuple(d.get("wise_alphas", DEFAULT_ALPHAS))
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    step: int
+    total_steps: int
+    epoch: int
+    loss: float
+    lr: float
+    images_per_s: float
+
+
+@dataclass
+class Callbacks:
+    on_step: Callable[[StepInfo], None] | None = None
+    on_eval: Callable[[EvalPoint], None] | None = None
+    on_stage: Callable[[str], None] | None = None
+
+    def step(self, info: StepInfo) -> None:
+        if self.on_step:
+            self.on_step(info)
+
+    def eval(self, point: EvalPoint) -> None:
+        if self.on_eval:
+            self.on_eval(point)
+
+    def stage(self, text: str) -> None:
+        log.info(text)
+        if self.on_stage:
+            self.on_stage(text)
+
+
+@dataclass
+class TrainResult:
+    output: Path | None
+    before: EvalPoint
+    after: EvalPoint                     # the best epoch (WiSE alpha 1)
+    final: EvalPoint                     # what was exported (after WiSE-FT when used)
+    epochs: list[EvalPoint]
+    best_epoch: int | None
+    wise: WiseChoice | None
+    losses: list[float]
+    skipped: list[BadRow] = field(default_factory=list)
+    completed: bool = True               # False when stopped early (max_steps)
+
+    def to_json(self) -> dict:
+        return {"before": self.before.to_json(), "after": self.after.to_json(),
+                "final": self.final.to_json(), "epochs": [e.to_json() for e in self.epochs],
+                "best_epoch": self.best_epoch,
+                "wise": self.wise.to_json() if self.wise else None,
+                "losses": self.losses, "completed": self.completed,
+                "skipped": {"count": len(self.skipped),
+                            "rows": [asdict(b) for b in self.skipped]}}
+
+
+# ---- batches -----------------------------------------------------------------------------------
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch, 0x5EED]).permutation(n)
+
+
+def epoch_batches(captions: Sequence[str], batch_size: int, seed: int, epoch: int
+                  ) -> list[list[int]]:
+    """Shuffled batches with no caption twice in one batch (a duplicate would be a false
+    negative); a repeated caption moves on to the next batch. Batches under 2 are dropped."""
+    batches: list[list[int]] = []
+    pending = list(epoch_order(len(captions), seed, epoch))
+    while pending:
+        batch, seen, rest = [], set(), []
+        for i in pending:
+            if len(batch) < batch_size and captions[i] not in seen:
+                batch.append(int(i))
+                seen.add(captions[i])
+            else:
+                rest.append(i)
+        if len(batch) < 2:
+            break
+        batches.append(batch)
+        pending = rest
+    return batches
+
+
+def train_caption(pair: Pair, cfg: TrainConfig, rng: np.random.Generator) -> str:
+    if pair.keywords and cfg.keyword_p > 0 and rng.random() < cfg.keyword_p:
+        kw = pair.keywords[int(rng.integers(len(pair.keywords)))]
+        return cfg.keyword_template.format(kw)
+    return cfg.caption_template.format(pair.caption)
+
+
+class ViewMaker:
+    """Training views of pairs: augmented pixels (or the eval transform) and a caption."""
+
+    def __init__(self, encoder, cfg: TrainConfig):
+        self.encoder = encoder
+        self.cfg = cfg
+        self.size = int(getattr(encoder, "image_size", 224))
+        self.mean = getattr(encoder, "image_mean", (0.5, 0.5, 0.5))
+        self.std = getattr(encoder, "image_std", (0.5, 0.5, 0.5))
+
+    def rng(self, epoch: int, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.cfg.seed, epoch, index])
+
+    def pixels(self, pair: Pair, epoch: int, index: int) -> np.ndarray:
+        image = load_image(pair.image)
+        if not self.cfg.augment.enabled:
+            return self.encoder.preprocess(image)
+        view = augment(image, self.size, self.cfg.augment, self.rng(epoch, index))
+        return to_array(view, self.mean, self.std)
+
+    def caption(self, pair: Pair, epoch: int, index: int) -> str:
+        return train_caption(pair, self.cfg, np.random.default_rng([self.cfg.seed, epoch, index, 1]))
+
+
+# ---- the trainer -------------------------------------------------------------------------------
+class Trainer:
+    """Fine-tunes ``encoder.model`` in place on ``data``; see :func:`finetune`."""
+
+    def __init__(self, encoder, data: PairData, cfg: TrainConfig, output: Path | None = None,
+                 reference: ReferenceSet | None = None, callbacks: Callbacks | None = None):
+        self.encoder = encoder
+        self.model = encoder.model
+        self.data = data
+        self.cfg = cfg
+        self.output = Path(output) if output else None
+        self.reference = reference
+        self.cb = callbacks or Callbacks()
+        self.device = torch.device(getattr(encoder, "device", "cpu"))
+        self.views = ViewMaker(encoder, cfg)
+        self.captions = data.train.captions()
+        self.steps_per_epoch = len(epoch_batches(self.captions, cfg.batch_size, cfg.seed, 0))
+        if self.steps_per_epoch == 0:
+            raise TrainError("too few distinct training captions to form a batch")
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.base_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        self.model.float()
+        apply_mode(self.model, cfg.mode, cfg.lora)
+        self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay)
+        self.state = ckpt.TrainState()
+        self._frozen_image_cache: torch.Tensor | None = None
+
+    # -- measuring --
+    def measure(self, label: str) -> EvalPoint:
+        self.cb.stage(f"evaluating ({label})")
+        domain = evaluate_pairs(self.encoder, self.data.validation.pairs, workers=self.cfg.workers) \
+            if self.data.validation.pairs else RetrievalMetrics.from_json(
+                {"n": 0, **{d: {"R@1": 0, "R@5": 0, "R@10": 0}
+                            for d in ("text_to_image", "image_to_text")}})
+        ref = self.reference.evaluate(self.encoder) if self.reference else None
+        point = EvalPoint(label, domain, ref)
+        self.cb.eval(point)
+        return point
+
+    # -- checkpoints --
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        return self.output / CHECKPOINT_SUBDIR if self.output else None
+
+    def save(self) -> None:
+        if self.checkpoint_dir is not None:
+            ckpt.save_checkpoint(self.checkpoint_dir / ckpt.LAST, self.model, self.optimizer,
+                                 self.state, self.cfg.to_json())
+
+    def resume(self, path: Path) -> None:
+        c = ckpt.load_checkpoint(path)
+        saved = TrainConfig.from_json(c.config)
+        if saved != self.cfg:
+            raise TrainError(f"checkpoint {path} was made with other settings; resume with the "
+                             "same settings (they are stored in the checkpoint)")
+        ckpt.restore(self.model, self.optimizer, c)
+        self.state = c.state
+        self.cb.stage(f"resumed at step {self.state.step} of {self.total_steps}")
+
+    # -- training --
+    def _model_train_mode(self) -> None:
+        """Train mode, except frozen towers and batch norms (running stats stay as they are,
+        which also keeps gradient caching exact)."""
+        self.model.train()
+        for part in (self.model.image_module(), self.model.text_module()):
+            if not any(p.requires_grad for p in part.parameters()):
+                part.eval()
+        for m in self.model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+    def _batch(self, idxs: list[int], epoch: int, pool: ThreadPoolExecutor):
+        pairs = [self.data.train.pairs[i] for i in idxs]
+        pix = list(pool.map(lambda a: self.views.pixels(a[0], epoch, a[1]), zip(pairs, idxs)))
+        caps = [self.views.caption(p, epoch, i) for p, i in zip(pairs, idxs)]
+        pixels = torch.from_numpy(np.stack(pix)).to(self.device)
+        tokens = {k: v.to(self.device) for k, v in self.encoder.tokenize(caps).items()}
+        return pixels, tokens
+
+    def _step(self, pixels, tokens) -> float:
+        cfg = self.cfg
+        lr = lr_at(self.state.step, self.total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
+        set_lr(self.optimizer, lr)
+        self.optimizer.zero_grad(set_to_none=True)
+        out = gradcache_step(self.model, pixels, tokens,
+                             lambda i, t: model_loss(self.model, i, t), cfg.chunk_size,
+                             bf16=cfg.bf16)
+        if cfg.grad_clip:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        self.optimizer.step()
+        clamp_logit_scale_(self.model.logit_scale.data)
+        self.state.losses.append(out.loss)
+        self.state.lrs.append(lr)
+        self.state.step += 1
+        return lr
+
+    def _end_epoch(self, epoch: int) -> None:
+        self.state.epoch = epoch + 1
+        if self.cfg.eval_each_epoch:
+            point = self.measure(f"epoch {epoch + 1}")
+            self.state.evals.append(point.to_json())
+            score = point.domain.mean_r1
+            if self.state.best_score is None or score > self.state.best_score:
+                self.state.best_epoch, self.state.best_score = epoch + 1, score
+                if self.checkpoint_dir is not None:
+                    ckpt.save_weights(self.checkpoint_dir / ckpt.BEST, self.model)
+                else:
+                    self._best_in_memory = copy.deepcopy(self.model.state_dict())
+        self.save()
+
+    def train(self, max_steps: int | None = None) -> bool:
+        """Run (or continue) the epochs; False when stopped at ``max_steps``."""
+        cfg = self.cfg
+        with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
+            while self.state.step < self.total_steps:
+                epoch = self.state.step // self.steps_per_epoch
+                batches = epoch_batches(self.captions, cfg.batch_size, cfg.seed, epoch)
+                self._model_train_mode()
+                for b in range(self.state.step - epoch * self.steps_per_epoch, len(batches)):
+                    if max_steps is not None and self.state.step >= max_steps:
+                        self.save()
+                        return False
+                    t0 = time.perf_counter()
+                    pixels, tokens = self._batch(batches[b], epoch, pool)
+                    lr = self._step(pixels, tokens)
+                    dt = max(time.perf_counter() - t0, 1e-9)
+                    self.cb.step(StepInfo(self.state.step, self.total_steps, epoch + 1,
+                                          self.state.losses[-1], lr, len(batches[b]) / dt))
+                    if cfg.checkpoint_every and self.state.step % cfg.checkpoint_every == 0:
+                        self.save()
+                self._end_epoch(epoch)
+        return True
+
+    def load_best(self) -> None:
+        if self.state.best_epoch is None:
+            return
+        best = self.checkpoint_dir / ckpt.BEST if self.checkpoint_dir else None
+        if best is not None and best.is_file():
+            ckpt.load_weights(best, self.model)
+        elif getattr(self, "_best_in_memory", None) is not None:
+            self.model.load_state_dict(self._best_in_memory)
+
+    def finished_state(self) -> dict[str, torch.Tensor]:
+        """The best epoch's weights with LoRA folded in (same keys as the base model)."""
+        self.load_best()
+        if has_lora(self.model):
+            merge_lora(self.model)
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def apply_wise(self, tuned: dict[str, torch.Tensor], before: EvalPoint, after: EvalPoint
+                   ) -> WiseChoice | None:
+        mode = self.cfg.wise
+        if mode == "off":
+            return None
+        if mode == "auto":
+            alphas = self.cfg.wise_alphas
+        else:
+            alphas = (0.0, float(mode), 1.0)
+        self.cb.stage("WiSE-FT: measuring the interpolation curve")
+        curve = wise_curve(self.model, self.base_state, tuned, sorted(set(alphas)), self.measure,
+                           known={0.0: before, 1.0: after})
+        choice = pick_alpha(curve, self.cfg.wise_max_drop) if mode == "auto" else \
+            WiseChoice(float(mode), tuple(curve), "given")
+        from .wise import interpolate
+        self.model.load_state_dict(interpolate(self.base_state, tuned, choice.alpha))
+        return choice
+
+
+def _point(d: dict) -> EvalPoint:
+    from .evaluate import ReferenceScore
+    ref = ReferenceScore(**d["reference"]) if d.get("reference") else None
+    return EvalPoint(d["label"], RetrievalMetrics.from_json(d["domain"]), ref)
+
+
+def finetune(encoder, data: PairData, cfg: TrainConfig, output: Path | None,
+             reference: ReferenceSet | None = None, callbacks: Callbacks | None = None,
+             resume: bool = False, max_steps: int | None = None) -> TrainResult:
+    """Measure, train, keep the best epoch, optionally WiSE-FT, export; see the module doc."""
+    if cfg.wise != "off" and cfg.wise != "auto":
+        try:
+            float(cfg.wise)
+        except ValueError:
+            raise TrainError(f"--wise takes off, auto or an alpha in [0, 1], not {cfg.wise!r}")
+    t = Trainer(encoder, data, cfg, output, reference, callbacks)
+    last = t.checkpoint_dir / ckpt.LAST if t.checkpoint_dir else None
+    if resume:
+        if last is None or not last.is_file():
+            raise TrainError(f"nothing to resume: no checkpoint in {t.checkpoint_dir}")
+        t.resume(last)
+    if not t.state.evals or t.state.evals[0]["label"] != "before":
+        t.state.evals.insert(0, t.measure("before").to_json())
+        t.save()
+    before = _point(t.state.evals[0])
+    completed = t.train(max_steps)
+    epochs = [_point(e) for e in t.state.evals[1:]]
+    if not completed:
+        return TrainResult(output, before, before, before, epochs, t.state.best_epoch, None,
+                           list(t.state.losses), data.bad, completed=False)
+    tuned = t.finished_state()
+    best = next((e for e in epochs if e.label == f"epoch {t.state.best_epoch}"), None)
+    after = best or t.measure("after")
+    after = replace(after, label="after")
+    wise = t.apply_wise(tuned, before, after)
+    final = after
+    if wise is not None:
+        final = next(p.point for p in wise.curve if p.alpha == wise.alpha)
+        final = replace(final, label=f"after, WiSE-FT alpha {wise.alpha:g}")
+    result = TrainResult(output, before, after, final, epochs, t.state.best_epoch, wise,
+                         list(t.state.losses), data.bad)
+    if output is not None:
+        export(encoder, output, result, cfg)
+    return result
+
+
+def export(encoder, output: Path, result: TrainResult, cfg: TrainConfig) -> Path:
+    """The model directory (loadable by ``load_encoder``) and ``metrics.json``."""
+    model_dir = Path(output) / MODEL_SUBDIR
+    model_dir.mkdir(parents=True, exist_ok=True)
+    encoder.model.eval()
+    encoder.save_pretrained(model_dir)
+    body = {"model": str(model_dir), "base_model": getattr(encoder, "name", None),
+            "config": cfg.to_json(), **result.to_json()}
+    (Path(output) / METRICS_FILE).write_text(json.dumps(body, indent=2))
+    return model_dir
