@@ -266,12 +266,7 @@ def load_pairs(data: str, cfg: DataConfig = DataConfig()) -> PairData:
     train_name, val_name = _pick_splits(list(tables), cfg)
 
     def read(name: str) -> PairSplit:
-        rows = tables[name].to_list()
-        if rows and cfg.caption_column not in rows[0]:
-            raise DataError(f"no caption column {cfg.caption_column!r} in split {name!r} "
-                            f"(have {', '.join(rows[0])}); use --caption-column")
-        return drop_unreadable(rows_to_pairs(rows, name, src.base_dirs.get(name), cfg),
-                               cfg.decode_workers)
+        return _read_split(tables, src, name, cfg)
 
     train = read(train_name)
     if val_name is None:
@@ -281,6 +276,31 @@ def load_pairs(data: str, cfg: DataConfig = DataConfig()) -> PairData:
     if not train.pairs:
         raise DataError(f"{data}: no usable training pairs ({len(train.bad)} bad rows)")
     return PairData(train, val)
+
+
+def load_split(data: str, cfg: DataConfig = DataConfig(), split: str | None = None) -> PairSplit:
+    """One split for evaluation: ``split``, else the validation split, else the only split."""
+    src = find_source(data)
+    tables = _load_rows(src)
+    names = list(tables)
+    if split is None:
+        split = next((s for s in VALIDATION_SPLITS if s in names), None)
+        if split is None:
+            if len(names) != 1:
+                raise DataError(f"no validation split among {', '.join(names)}: name one")
+            split = names[0]
+    if split not in names:
+        raise DataError(f"no split {split!r} (have {', '.join(names)})")
+    return _read_split(tables, src, split, cfg)
+
+
+def _read_split(tables: dict[str, Any], src: _Source, name: str, cfg: DataConfig) -> PairSplit:
+    rows = tables[name].to_list()
+    if rows and cfg.caption_column not in rows[0]:
+        raise DataError(f"no caption column {cfg.caption_column!r} in split {name!r} "
+                        f"(have {', '.join(rows[0])}); use --caption-column")
+    return drop_unreadable(rows_to_pairs(rows, name, src.base_dirs.get(name), cfg),
+                           cfg.decode_workers)
 
 
 def with_where(cfg: DataConfig, specs: Sequence[str]) -> DataConfig:

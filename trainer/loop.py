@@ -213,10 +213,11 @@ class Trainer:
         self.device = torch.device(getattr(encoder, "device", "cpu"))
         self.views = ViewMaker(encoder, cfg)
         self.captions = data.train.captions()
-        self.steps_per_epoch = len(epoch_batches(self.captions, cfg.batch_size, cfg.seed, 0))
-        if self.steps_per_epoch == 0:
+        self.epoch_sizes = [len(epoch_batches(self.captions, cfg.batch_size, cfg.seed, e))
+                            for e in range(cfg.epochs)]
+        if not all(self.epoch_sizes):
             raise TrainError("too few distinct training captions to form a batch")
-        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.total_steps = sum(self.epoch_sizes)
         self.base_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         self.model.float()
         apply_mode(self.model, cfg.mode, cfg.lora)
@@ -312,11 +313,11 @@ class Trainer:
         """Run (or continue) the epochs; False when stopped at ``max_steps``."""
         cfg = self.cfg
         with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
-            while self.state.step < self.total_steps:
-                epoch = self.state.step // self.steps_per_epoch
+            while self.state.epoch < cfg.epochs:
+                epoch = self.state.epoch
                 batches = epoch_batches(self.captions, cfg.batch_size, cfg.seed, epoch)
                 self._model_train_mode()
-                for b in range(self.state.step - epoch * self.steps_per_epoch, len(batches)):
+                for b in range(self.state.step - sum(self.epoch_sizes[:epoch]), len(batches)):
                     if max_steps is not None and self.state.step >= max_steps:
                         self.save()
                         return False
