@@ -249,6 +249,12 @@ class Library:
         timings.faiss += time.perf_counter() - t
         return scores, ids
 
+    def hits(self, scores: np.ndarray, ids: np.ndarray, threshold: float | None = None
+             ) -> list[Hit]:
+        """Hits for the (scores, ids) of :meth:`search_vector` (for callers that encode the
+        query themselves, e.g. the web server under its encoder lock)."""
+        return self._hits(scores, ids, threshold)
+
     def _hits(self, scores: np.ndarray, ids: np.ndarray, threshold: float | None) -> list[Hit]:
         files = self.store.get_files([int(i) for i in ids])
         hits = []

@@ -1,0 +1,261 @@
+"""The FastAPI app: JSON API under /api, the page at /, thumbnails and originals by id only."""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Path as PathParam, Query, \
+    Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, \
+    Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import select
+
+from ..errors import SearchkitError
+from ..imageio import MAX_PIXELS, ImageDecodeError, open_image, sniff
+from ..library import Library
+from ..query import Filters, Query as SearchQuery
+from ..store import STATUS_OK, File as FileRow
+from .config import THUMB_DIR, WebConfig
+from .guards import LOGIN_PATH, TOKEN_COOKIE, BodyLimit, TokenAuth, token_ok
+from .params import MAX_ID, MAX_TERMS, MAX_TEXT, TextTerm, Weight, filter_params
+from .schemas import ErrorOut, ImageOut, SearchResponse, SkippedOut, StatusOut, Timings, \
+    hit_out, image_out
+from .search import RequestTimings, Searcher
+from .thumbs import ThumbnailCache, ThumbnailError
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(str(resources.files(__package__) / "static"))
+MEDIA_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png",
+               "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp",
+               "TIFF": "image/tiff"}
+MAX_SKIPPED_SHOWN = 100
+ERRORS = {400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 404: {"model": ErrorOut},
+          413: {"model": ErrorOut}, 415: {"model": ErrorOut}}
+
+ImageId = Annotated[int, PathParam(ge=0, le=MAX_ID, description="Image id from a search hit")]
+K = Annotated[int, Query(ge=1, description="How many results")]
+Threshold = Annotated[float | None, Query(ge=-1, le=1, allow_inf_nan=False,
+                                          description="Minimum score")]
+LikeIds = Annotated[list[int] | None, Query(max_length=MAX_TERMS, description="More like "
+                                            "these indexed image ids")]
+Negatives = Annotated[list[str] | None, Query(alias="not", max_length=MAX_TERMS,
+                                              description="Push results away from this text "
+                                              "(repeatable)")]
+
+
+def create_app(library: Library, config: WebConfig | None = None,
+               searcher: Searcher | None = None) -> FastAPI:
+    """The server over an opened ``library`` (built once by the caller and passed in)."""
+    config = config or WebConfig()
+    searcher = searcher or Searcher(library)
+    thumb_dir = Path(config.thumb_dir) if config.thumb_dir else library.directory / THUMB_DIR
+    thumbs = ThumbnailCache(thumb_dir, config.thumb_size, MAX_PIXELS)
+    app = FastAPI(title="searchkit", version="0.1.0",
+                  description="Semantic image search over a searchkit library: by text, by an "
+                              "uploaded image, or both. Images are served by id only.")
+    app.state.library, app.state.searcher, app.state.thumbs = library, searcher, thumbs
+    app.state.config = config
+    _install_errors(app)
+    _search_routes(app, library, searcher, config)
+    _image_routes(app, library, thumbs)
+    _page_routes(app, library, config)
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes,
+                       message=f"upload too large (limit {_mb(config.max_upload_bytes)})")
+    if config.token:
+        app.add_middleware(TokenAuth, token=config.token)
+    return app
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):g} MB"
+
+
+# ---- errors ----------------------------------------------------------------------------------
+def _install_errors(app: FastAPI) -> None:
+    @app.exception_handler(SearchkitError)
+    async def _user_error(request: Request, exc: SearchkitError):
+        return JSONResponse({"detail": " ".join(str(exc).split())}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        errors = [{k: e.get(k) for k in ("loc", "msg", "type")} for e in exc.errors()]
+        if any(e["loc"] and e["loc"][0] == "path" for e in errors):
+            # an id that is not an id names nothing in the library: 404, like any unknown path
+            return JSONResponse({"detail": "no such image"}, status_code=404)
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"][1:]) or "request"
+        return JSONResponse({"detail": f"{where}: {first['msg']}", "errors": errors},
+                            status_code=422)
+
+
+def _timings_out(t: RequestTimings) -> Timings:
+    return Timings(queue_ms=t.queue * 1e3, encode_ms=t.encode * 1e3, faiss_ms=t.faiss * 1e3,
+                   sqlite_ms=t.sqlite * 1e3, total_ms=t.total * 1e3)
+
+
+# ---- search ----------------------------------------------------------------------------------
+def _search_routes(app: FastAPI, library: Library, searcher: Searcher, config: WebConfig) -> None:
+    def check_k(k: int) -> None:
+        if k > config.max_k:
+            raise HTTPException(400, f"k must be at most {config.max_k}")
+
+    def respond(query: SearchQuery, k: int, filters: Filters, threshold) -> SearchResponse:
+        check_k(k)
+        hits, timings = searcher.search(query, k, filters, threshold)
+        return SearchResponse(hits=[hit_out(h) for h in hits], timings=_timings_out(timings))
+
+    @app.get("/api/search", response_model=SearchResponse, responses=ERRORS, tags=["search"])
+    def search_text(
+        q: TextTerm = None,
+        negatives: Negatives = None,
+        like: LikeIds = None,
+        text_weight: Weight = 1.0,
+        not_weight: Weight = 0.5,
+        like_weight: Weight = 1.0,
+        k: K = 10,
+        threshold: Threshold = None,
+        filters: Filters = Depends(filter_params),
+    ) -> SearchResponse:
+        """Search by text, "more like" stored images (``like``), or both; ``not`` terms are
+        subtracted. Filters restrict the search itself (not its results)."""
+        query = SearchQuery(texts=[(q, text_weight)] if q is not None else [],
+                            negatives=[(n, not_weight) for n in negatives or []],
+                            like=[(i, like_weight) for i in like or []])
+        return respond(query, k, filters, threshold)
+
+    @app.post("/api/search", response_model=SearchResponse, responses=ERRORS, tags=["search"])
+    def search_upload(
+        image: Annotated[UploadFile | None, File(description="A query image (JPEG, PNG, WebP, "
+                                                  "GIF, BMP or TIFF)")] = None,
+        q: Annotated[str | None, Form(max_length=MAX_TEXT)] = None,
+        negatives: Annotated[list[str] | None, Form(alias="not", max_length=MAX_TERMS)] = None,
+        like: Annotated[list[int] | None, Form(max_length=MAX_TERMS)] = None,
+        text_weight: Annotated[float, Form(ge=-100, le=100, allow_inf_nan=False)] = 1.0,
+        image_weight: Annotated[float, Form(ge=-100, le=100, allow_inf_nan=False)] = 1.0,
+        not_weight: Annotated[float, Form(ge=-100, le=100, allow_inf_nan=False)] = 0.5,
+        like_weight: Annotated[float, Form(ge=-100, le=100, allow_inf_nan=False)] = 1.0,
+        k: K = 10,
+        threshold: Threshold = None,
+        filters: Filters = Depends(filter_params),
+    ) -> SearchResponse:
+        """Search by an uploaded image (multipart), optionally combined with text, negative
+        terms and stored images, each with its weight. The upload's content decides its
+        type (not its name or declared type); size and pixel count are capped."""
+        images = []
+        if image is not None:
+            images.append((_decode_upload(image, config), image_weight))
+        query = SearchQuery(texts=[(q, text_weight)] if q is not None else [], images=images,
+                            negatives=[(n, not_weight) for n in negatives or []],
+                            like=[(i, like_weight) for i in like or []])
+        return respond(query, k, filters, threshold)
+
+    @app.get("/api/status", response_model=StatusOut, tags=["library"])
+    def status() -> StatusOut:
+        """The library's model, counts, folders and index state."""
+        st = library.status(with_skipped=True)
+        with library.store.session() as s:
+            formats = sorted(f for f in s.scalars(select(FileRow.format).where(
+                FileRow.status == STATUS_OK).distinct()) if f)
+        return StatusOut(model_name=st.model_name, dim=st.dim, indexed=st.indexed,
+                         skipped=st.skipped, roots=st.roots, index_kind=st.index_kind,
+                         index_state=st.index_state, busy=st.busy, formats=formats,
+                         skipped_files=[SkippedOut(path=f.path, reason=f.reason)
+                                        for f in st.skipped_files[:MAX_SKIPPED_SHOWN]])
+
+
+def _decode_upload(upload: UploadFile, config: WebConfig):
+    """The uploaded bytes as an RGB image, or a clear 4xx."""
+    data = upload.file.read(config.max_upload_bytes + 1)
+    if len(data) > config.max_upload_bytes:
+        raise HTTPException(413, f"upload too large (limit {_mb(config.max_upload_bytes)})")
+    if not data:
+        raise HTTPException(400, "empty upload: choose an image file")
+    if sniff(data[:16]) is None:
+        raise HTTPException(415, "not a supported image: the content is not JPEG, PNG, WebP, "
+                                 "GIF, BMP or TIFF")
+    try:
+        im, _ = open_image(data, max_pixels=config.max_pixels)
+    except ImageDecodeError as e:
+        code = 413 if "too large" in str(e) else 400
+        raise HTTPException(code, f"cannot use the uploaded image: {e}") from None
+    return im
+
+
+# ---- images by id ----------------------------------------------------------------------------
+def _image_routes(app: FastAPI, library: Library, thumbs: ThumbnailCache) -> None:
+    def row(image_id: int) -> FileRow:
+        f = library.store.get_files([image_id]).get(image_id)
+        if f is None or f.status != STATUS_OK:
+            raise HTTPException(404, f"no image with id {image_id}")
+        return f
+
+    @app.get("/api/images/{image_id}", response_model=ImageOut, responses=ERRORS,
+             tags=["images"])
+    def image_meta(image_id: ImageId) -> ImageOut:
+        """An indexed image's metadata."""
+        return image_out(row(image_id))
+
+    @app.get("/api/images/{image_id}/thumb", responses={**ERRORS, 200: {
+        "content": {"image/jpeg": {}}, "description": "A JPEG thumbnail"}},
+        response_class=Response, tags=["images"])
+    def image_thumb(image_id: ImageId) -> Response:
+        """A JPEG thumbnail, right way up; made once and cached under the library."""
+        f = row(image_id)
+        try:
+            data = thumbs.get(f)
+        except ThumbnailError as e:
+            raise HTTPException(404, f"image {image_id} cannot be read: {e}") from None
+        return Response(data, media_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=86400"})
+
+    @app.get("/api/images/{image_id}/file", responses={**ERRORS, 200: {
+        "content": {"image/*": {}}, "description": "The original file"}},
+        response_class=FileResponse, tags=["images"])
+    def image_file(image_id: ImageId):
+        """The original file, as indexed (only files in the library, by id)."""
+        f = row(image_id)
+        path = Path(f.path)
+        if not path.is_file():
+            raise HTTPException(404, f"image {image_id} is no longer on disk")
+        media = MEDIA_TYPES.get(f.format or "") or mimetypes.guess_type(path.name)[0] \
+            or "application/octet-stream"
+        return FileResponse(path, media_type=media,
+                            headers={"Cache-Control": "private, max-age=3600",
+                                     "X-Content-Type-Options": "nosniff"})
+
+
+# ---- the page --------------------------------------------------------------------------------
+LOGIN_FORM = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>searchkit: sign in
+</title><link rel="stylesheet" href="/static/style.css"></head><body class="login">
+<form method="post" action="/login"><h1>searchkit</h1><p>{message}</p>
+<input type="password" name="token" placeholder="access token" autofocus required>
+<button type="submit">Open</button></form></body></html>"""
+
+
+def _page_routes(app: FastAPI, library: Library, config: WebConfig) -> None:
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get(LOGIN_PATH, include_in_schema=False)
+    def login_form() -> HTMLResponse:
+        return HTMLResponse(LOGIN_FORM.format(message="This server needs its access token."))
+
+    @app.post(LOGIN_PATH, include_in_schema=False)
+    def login(token: Annotated[str, Form(max_length=4096)] = "") -> Response:
+        if not config.token or not token_ok(token, config.token):
+            return HTMLResponse(LOGIN_FORM.format(message="Wrong token, try again."),
+                                status_code=401)
+        resp = RedirectResponse("/", status_code=303)
+        resp.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        return resp

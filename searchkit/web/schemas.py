@@ -1,0 +1,82 @@
+"""The API's response records (pydantic models: they are also its OpenAPI schema)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from ..query import Hit
+from ..store import File
+
+
+class ImageOut(BaseModel):
+    """One indexed image and its metadata."""
+    id: int
+    path: str
+    width: int | None
+    height: int | None
+    format: str | None
+    date: datetime = Field(description="When it was taken (EXIF), else when it was modified")
+    taken_at: datetime | None
+    modified_at: datetime
+    camera_make: str | None
+    camera_model: str | None
+    thumb_url: str
+    image_url: str
+
+
+class HitOut(ImageOut):
+    score: float = Field(description="Cosine similarity to the query (higher is closer)")
+
+
+class Timings(BaseModel):
+    """Server-side milliseconds: waiting for the encoder, encoding, FAISS, SQLite."""
+    queue_ms: float
+    encode_ms: float
+    faiss_ms: float
+    sqlite_ms: float
+    total_ms: float
+
+
+class SearchResponse(BaseModel):
+    hits: list[HitOut]
+    timings: Timings
+
+
+class SkippedOut(BaseModel):
+    path: str
+    reason: str
+
+
+class StatusOut(BaseModel):
+    model_name: str
+    dim: int
+    indexed: int
+    skipped: int
+    roots: list[str]
+    index_kind: str
+    index_state: str
+    busy: bool
+    formats: list[str] = Field(description="Image formats present in the library")
+    skipped_files: list[SkippedOut] = Field(description="The first skipped files")
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+def _urls(file_id: int) -> dict:
+    return dict(thumb_url=f"/api/images/{file_id}/thumb", image_url=f"/api/images/{file_id}/file")
+
+
+def hit_out(h: Hit) -> HitOut:
+    return HitOut(id=h.id, path=h.path, score=round(h.score, 6), width=h.width, height=h.height,
+                  format=h.format, date=h.taken_at or h.modified_at, taken_at=h.taken_at,
+                  modified_at=h.modified_at, camera_make=h.camera_make,
+                  camera_model=h.camera_model, **_urls(h.id))
+
+
+def image_out(f: File) -> ImageOut:
+    h = Hit.from_row(f, 0.0)
+    return ImageOut(**{k: v for k, v in hit_out(h).model_dump().items() if k != "score"})
