@@ -36,8 +36,8 @@ def clip64_dir(tmp_path_factory):
 def test_tiny_model_learns_shapes_from_scratch(clip64_dir, shapes_data):
     """Validation R@1 rises from near chance to >= 90% (48 captions, 96 held-out images)."""
     enc = load_encoder(str(clip64_dir))
-    cfg = TrainConfig(epochs=30, batch_size=64, chunk_size=64, lr=3e-3,
-                      augment=AugmentConfig.off(), **FAST)
+    cfg = TrainConfig(epochs=30, batch_size=64, chunk_size=64, lr=1e-3, warmup_steps=20,
+                      weight_decay=0.0, workers=2, augment=AugmentConfig.off())
     res = finetune(enc, shapes_data, cfg, output=None)
     assert res.before.domain.text_to_image.r1 <= 20
     assert res.after.domain.text_to_image.r1 >= 90
