@@ -25,7 +25,7 @@ from .config import THUMB_DIR, WebConfig
 from .guards import LOGIN_PATH, TOKEN_COOKIE, BodyLimit, TokenAuth, token_ok
 from .params import MAX_ID, MAX_TERMS, MAX_TEXT, TextTerm, Weight, filter_params
 from .schemas import ErrorOut, ImageOut, SearchResponse, SkippedOut, StatusOut, Timings, \
-    hit_out, image_out
+    ValidationErrorOut, hit_out, image_out
 from .search import RequestTimings, Searcher
 from .thumbs import ThumbnailCache, ThumbnailError
 
@@ -37,7 +37,8 @@ MEDIA_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png",
                "TIFF": "image/tiff"}
 MAX_SKIPPED_SHOWN = 100
 ERRORS = {400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 404: {"model": ErrorOut},
-          413: {"model": ErrorOut}, 415: {"model": ErrorOut}}
+          413: {"model": ErrorOut}, 415: {"model": ErrorOut},
+          422: {"model": ValidationErrorOut}}
 
 ImageId = Annotated[int, PathParam(ge=0, le=MAX_ID, description="Image id from a search hit")]
 K = Annotated[int, Query(ge=1, description="How many results")]
@@ -85,7 +86,9 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        errors = [{k: e.get(k) for k in ("loc", "msg", "type")} for e in exc.errors()]
+        errors = [{"loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
+                   "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+                  for e in exc.errors()]
         if any(e["loc"] and e["loc"][0] == "path" for e in errors):
             # an id that is not an id names nothing in the library: 404, like any unknown path
             return JSONResponse({"detail": "no such image"}, status_code=404)

@@ -63,7 +63,18 @@ class StatusOut(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    detail: str
+    detail: str = Field(description="What was wrong, in one line")
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorOut(ErrorOut):
+    """A parameter failed validation: ``detail`` names the first, ``errors`` lists them all."""
+    errors: list[ValidationIssue]
 
 
 def _urls(file_id: int) -> dict:
