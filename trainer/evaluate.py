@@ -78,15 +78,39 @@ def retrieval_metrics(image_vectors: np.ndarray, text_vectors: np.ndarray,
     return RetrievalMetrics(n, Recall(*t2i), Recall(*i2t))
 
 
+class ImageVectorCache:
+    """Image vectors that stay valid while the image tower's weights do not change.
+
+    Keyed by a fingerprint of ``model.image_module()``: with a locked image tower (LiT), and
+    along a WiSE-FT curve of such a run, images are encoded once; any weight change clears it.
+    """
+
+    def __init__(self):
+        self._key: str | None = None
+        self._store: dict[str, object] = {}
+
+    def _check(self, encoder) -> None:
+        from searchkit.encoders.base import fingerprint_module
+        key = fingerprint_module(encoder.model.image_module())
+        if key != self._key:
+            self._key, self._store = key, {}
+
+    def get(self, encoder, name: str, compute: Callable[[], object]):
+        self._check(encoder)
+        if name not in self._store:
+            self._store[name] = compute()
+        return self._store[name]
+
+
 def _eval_pixels(encoder, pair: Pair) -> np.ndarray:
     return encoder.preprocess(load_image(pair.image))
 
 
 @torch.no_grad()
-def embed_pairs(encoder, pairs: Sequence[Pair], batch_size: int = EVAL_BATCH,
-                workers: int = DECODE_WORKERS, progress: Callable[[int, int], None] | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised (image, text) vectors of validation pairs, eval transform, eval mode."""
+def embed_pair_images(encoder, pairs: Sequence[Pair], batch_size: int = EVAL_BATCH,
+                      workers: int = DECODE_WORKERS,
+                      progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Normalised image vectors of pairs (eval transform, eval mode)."""
     model = encoder.model
     was_training = model.training
     model.eval()
@@ -99,11 +123,30 @@ def embed_pairs(encoder, pairs: Sequence[Pair], batch_size: int = EVAL_BATCH,
                 imgs.append(encoder.encode_pixels(pix))
                 if progress:
                     progress(min(len(pairs), i + batch_size), len(pairs))
-        txt = encoder.encode_texts([p.caption for p in pairs])
     finally:
         model.train(was_training)
-    img = np.concatenate(imgs) if imgs else np.zeros((0, encoder.dim), np.float32)
-    return img, txt
+    return np.concatenate(imgs) if imgs else np.zeros((0, encoder.dim), np.float32)
+
+
+@torch.no_grad()
+def embed_texts(encoder, texts: Sequence[str]) -> np.ndarray:
+    model = encoder.model
+    was_training = model.training
+    model.eval()
+    try:
+        return encoder.encode_texts(list(texts))
+    finally:
+        model.train(was_training)
+
+
+def embed_pairs(encoder, pairs: Sequence[Pair], cache: ImageVectorCache | None = None,
+                cache_name: str = "pairs", **kw) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised (image, text) vectors of pairs; image vectors from ``cache`` when valid."""
+    if cache is not None:
+        img = cache.get(encoder, cache_name, lambda: embed_pair_images(encoder, pairs, **kw))
+    else:
+        img = embed_pair_images(encoder, pairs, **kw)
+    return img, embed_texts(encoder, [p.caption for p in pairs])
 
 
 def evaluate_pairs(encoder, pairs: Sequence[Pair], **kw) -> RetrievalMetrics:
@@ -120,16 +163,27 @@ class ReferenceSet:
     templates: tuple[str, ...] = ("a photo of a {}.",)
     per_class: int | None = None     # subsample (fixed seed) to keep the guard cheap
 
-    def evaluate(self, encoder) -> "ReferenceScore":
-        from searchkit.classify import evaluate_folder
+    def evaluate(self, encoder, cache: ImageVectorCache | None = None) -> "ReferenceScore":
+        from searchkit.classify import (ZeroShotClassifier, accuracy_report, encode_image_files,
+                                        labelled_folder, subsample_per_class)
+        labels, paths, truth = labelled_folder(self.root)
+        if self.per_class:
+            paths, truth = subsample_per_class(paths, truth, self.per_class)
         model = encoder.model
         was_training = model.training
         model.eval()
         try:
-            rep = evaluate_folder(encoder, self.root, templates=self.templates,
-                                  per_class=self.per_class)
+            def encode():
+                with torch.no_grad():
+                    return encode_image_files(encoder, paths)
+            enc = cache.get(encoder, f"reference:{self.root}", encode) if cache else encode()
+            with torch.no_grad():
+                clf = ZeroShotClassifier(encoder, labels, self.templates)
         finally:
             model.train(was_training)
+        index = {str(p): i for i, p in enumerate(paths)}
+        kept = truth[[index[p] for p in enc.paths]] if enc.paths else truth[:0]
+        rep = accuracy_report(clf.probabilities(enc.vectors), kept, labels, enc.skipped)
         return ReferenceScore(Path(self.root).name, rep.n, rep.top1, rep.top5)
 
 

@@ -80,13 +80,17 @@ def _backprop_chunks(fn, slices, states, grads: torch.Tensor, device, bf16) -> N
         torch.autograd.backward(emb, grads[s])
 
 
-def gradcache_step(model, pixel_values: torch.Tensor, tokens: dict[str, torch.Tensor],
-                   loss_fn: LossFn, chunk_size: int, bf16: bool = False) -> StepOutput:
+def gradcache_step(model, pixel_values: torch.Tensor | None, tokens: dict[str, torch.Tensor],
+                   loss_fn: LossFn, chunk_size: int, bf16: bool = False,
+                   image_features: torch.Tensor | None = None) -> StepOutput:
     """Accumulate into ``.grad`` the full-batch gradient of ``loss_fn`` (returns the loss).
 
     ``loss_fn(image_features, text_features)`` must use the model's temperature itself (so its
     gradient reaches ``logit_scale``). The caller zeroes gradients and steps the optimizer.
+    ``image_features`` (precomputed, for a locked image tower) replaces ``pixel_values``.
     """
+    if image_features is not None:
+        return _text_only_step(model, image_features, tokens, loss_fn, chunk_size, bf16)
     device = pixel_values.device
     n = pixel_values.shape[0]
     slices = _slices(n, chunk_size)
@@ -119,3 +123,29 @@ def gradcache_step(model, pixel_values: torch.Tensor, tokens: dict[str, torch.Te
     _set_rng_state(rng_end, device)  # as if each chunk had been embedded once
     del rng_start
     return StepOutput(float(loss.detach()), img.detach(), txt.detach())
+
+
+def _text_only_step(model, image_features: torch.Tensor, tokens: dict[str, torch.Tensor],
+                    loss_fn: LossFn, chunk_size: int, bf16: bool) -> StepOutput:
+    """The step when image features are fixed: only the text side is embedded (cached)."""
+    device = image_features.device
+    img = image_features.float()
+    slices = _slices(img.shape[0], chunk_size)
+
+    def text_fn(s):
+        return model.encode_text(**_tokens_slice(tokens, s))
+
+    if len(slices) == 1:
+        with autocast_for(device, bf16):
+            txt = text_fn(slices[0]).float()
+        loss = loss_fn(img, txt)
+        loss.backward()
+        return StepOutput(float(loss.detach()), img, txt.detach())
+    txt, states = _embed(text_fn, slices, device, bf16)
+    rng_end = _rng_state(device)
+    txt.requires_grad_(True)
+    loss = loss_fn(img, txt)
+    loss.backward()
+    _backprop_chunks(text_fn, slices, states, txt.grad, device, bf16)
+    _set_rng_state(rng_end, device)
+    return StepOutput(float(loss.detach()), img, txt.detach())

@@ -26,7 +26,8 @@ from searchkit.errors import SearchkitError
 from . import checkpoint as ckpt
 from .augment import AugmentConfig, augment, to_array
 from .data import BadRow, Pair, PairData, load_image
-from .evaluate import EvalPoint, ReferenceSet, RetrievalMetrics, evaluate_pairs
+from .evaluate import (EvalPoint, ImageVectorCache, ReferenceSet, RetrievalMetrics,
+                       embed_pair_images, evaluate_pairs)
 from .gradcache import gradcache_step
 from .loss import clamp_logit_scale_, model_loss
 from .modes import LoraSettings, TrainMode, apply_mode, has_lora, merge_lora
@@ -223,16 +224,18 @@ class Trainer:
         apply_mode(self.model, cfg.mode, cfg.lora)
         self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay)
         self.state = ckpt.TrainState()
-        self._frozen_image_cache: torch.Tensor | None = None
+        self.image_cache = ImageVectorCache()
+        self._train_image_features: torch.Tensor | None = None
 
     # -- measuring --
     def measure(self, label: str) -> EvalPoint:
         self.cb.stage(f"evaluating ({label})")
-        domain = evaluate_pairs(self.encoder, self.data.validation.pairs, workers=self.cfg.workers) \
+        domain = evaluate_pairs(self.encoder, self.data.validation.pairs, workers=self.cfg.workers,
+                                cache=self.image_cache, cache_name="validation") \
             if self.data.validation.pairs else RetrievalMetrics.from_json(
                 {"n": 0, **{d: {"R@1": 0, "R@5": 0, "R@10": 0}
                             for d in ("text_to_image", "image_to_text")}})
-        ref = self.reference.evaluate(self.encoder) if self.reference else None
+        ref = self.reference.evaluate(self.encoder, self.image_cache) if self.reference else None
         point = EvalPoint(label, domain, ref)
         self.cb.eval(point)
         return point
@@ -269,22 +272,39 @@ class Trainer:
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.eval()
 
+    @property
+    def images_fixed(self) -> bool:
+        """Locked image tower and no augmentation: training image features never change."""
+        frozen = not any(p.requires_grad for p in self.model.image_module().parameters())
+        return frozen and not self.cfg.augment.enabled
+
+    def _train_image_vectors(self) -> torch.Tensor:
+        """Every training image encoded once (LiT), reused by every step."""
+        if self._train_image_features is None:
+            self.cb.stage("encoding the training images once (locked image tower)")
+            vecs = self.image_cache.get(self.encoder, "train", lambda: embed_pair_images(
+                self.encoder, self.data.train.pairs, workers=self.cfg.workers))
+            self._train_image_features = torch.from_numpy(vecs).to(self.device)
+        return self._train_image_features
+
     def _batch(self, idxs: list[int], epoch: int, pool: ThreadPoolExecutor):
         pairs = [self.data.train.pairs[i] for i in idxs]
-        pix = list(pool.map(lambda a: self.views.pixels(a[0], epoch, a[1]), zip(pairs, idxs)))
         caps = [self.views.caption(p, epoch, i) for p, i in zip(pairs, idxs)]
-        pixels = torch.from_numpy(np.stack(pix)).to(self.device)
         tokens = {k: v.to(self.device) for k, v in self.encoder.tokenize(caps).items()}
-        return pixels, tokens
+        if self.images_fixed:
+            return self._train_image_vectors()[idxs], tokens
+        pix = list(pool.map(lambda a: self.views.pixels(a[0], epoch, a[1]), zip(pairs, idxs)))
+        return torch.from_numpy(np.stack(pix)).to(self.device), tokens
 
     def _step(self, pixels, tokens) -> float:
         cfg = self.cfg
         lr = lr_at(self.state.step, self.total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
         set_lr(self.optimizer, lr)
         self.optimizer.zero_grad(set_to_none=True)
-        out = gradcache_step(self.model, pixels, tokens,
+        fixed = self.images_fixed
+        out = gradcache_step(self.model, None if fixed else pixels, tokens,
                              lambda i, t: model_loss(self.model, i, t), cfg.chunk_size,
-                             bf16=cfg.bf16)
+                             bf16=cfg.bf16, image_features=pixels if fixed else None)
         if cfg.grad_clip:
             params = [p for p in self.model.parameters() if p.requires_grad]
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

@@ -83,3 +83,25 @@ def test_dropout_masks_are_replayed_between_passes():
     got = _grads(model)
     for n in ref:
         assert torch.allclose(ref[n], got[n], atol=1e-6), n
+
+
+def test_precomputed_image_features_give_the_same_text_gradients(tiny_clip_dir):
+    """Locked image tower: cached image vectors replace pixels without changing gradients."""
+    enc = load_encoder(str(tiny_clip_dir))
+    model = enc.model.float().train()
+    apply_mode(model, "lock-image")
+    torch.manual_seed(0)
+    pixels = torch.randn(10, 3, 32, 32)
+    tokens = enc.tokenize([f"caption {i}" for i in range(10)])
+    loss, ref = _run(enc, pixels, tokens, chunk=10)
+    with torch.no_grad():
+        feats = model.encode_image(pixels)
+    for chunk in (10, 4):
+        model.zero_grad(set_to_none=True)
+        out = gradcache_step(model, None, tokens, lambda i, t: model_loss(model, i, t), chunk,
+                             image_features=feats)
+        assert out.loss == pytest.approx(loss, rel=1e-5)
+        got = _grads(model)
+        assert set(got) == set(ref)
+        for n in ref:
+            assert torch.allclose(ref[n], got[n], rtol=1e-4, atol=1e-6), n
