@@ -175,6 +175,9 @@ class GeffnetTower(nn.Module):
     def load_by_order(self, state: dict[str, torch.Tensor]) -> None:
         """Load a state dict whose keys differ (e.g. lukemelas-style) but whose order matches."""
         own = self.net.state_dict()
+        if set(state) == set(own):  # our own key names (a saved fine-tuned tower): by name
+            self.net.load_state_dict(state)
+            return
         if len(state) != len(own):
             raise EncoderError(f"image tower weights have {len(state)} tensors, "
                                f"{type(self.net).__name__} needs {len(own)}")
@@ -574,3 +577,41 @@ def encode_texts_raw(encoder: CompositeEncoder, texts: Sequence[str]) -> np.ndar
             outs.append(encoder.model.text_tower(**tok).float().cpu().numpy())
     return np.concatenate(outs) if outs else np.zeros((0, encoder.model.text_tower.out_dim),
                                                       np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny random composites (tests and examples)
+# ---------------------------------------------------------------------------------------------
+
+TINY_VOCAB = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "photo", "of", "the", "cat",
+              "dog", "car", "red", "blue", "tree", "house", ".", ",")
+
+
+def write_tiny_tokenizer(path: str | os.PathLike, vocab: Sequence[str] = TINY_VOCAB) -> Path:
+    """Write a BERT-style WordPiece ``tokenizer.json`` over a tiny vocabulary."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab.index("[CLS]")),
+                                                  ("[SEP]", vocab.index("[SEP]"))])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(str(path))
+    return path
+
+
+def make_tiny_composite(path: str | os.PathLike, embed_dim: int = 8, image_size: int = 32,
+                        seed: int = 0) -> Path:
+    """Save a random composite model (random geffnet MNASNet-small, 1-layer BERT) to ``path``."""
+    path = Path(path)
+    tok = write_tiny_tokenizer(path / TOKENIZER_FILE)
+    cfg = CompositeConfig(
+        image=ImageTowerConfig(arch="mnasnet_small", num_classes=10),
+        text=TextTowerConfig(vocab_size=len(TINY_VOCAB), hidden_size=16, num_layers=1,
+                             num_heads=2, intermediate_size=32, max_position=64,
+                             tokenizer=FILE_PREFIX + TOKENIZER_FILE),
+        embed_dim=embed_dim, image_size=image_size, description="tiny random composite")
+    new_composite(cfg, tok, device="cpu", seed=seed).save_pretrained(path)
+    return path
