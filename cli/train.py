@@ -182,8 +182,9 @@ def finetune_cmd(
     warmup_steps: int = typer.Option(20, "--warmup"),
     min_lr_ratio: float = typer.Option(0.0, "--min-lr-ratio"),
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="0 disables clipping."),
-    mode: str = typer.Option("full", "--mode", help="full, lock-image (LiT), lock-text, "
-                             "projections or lora."),
+    mode: str = typer.Option("full", "--mode", help="full, lock-image (LiT), "
+                             "lock-image-trunk (image backbone locked, its projection trains), "
+                             "lock-text, projections or lora."),
     lora_rank: int = typer.Option(8, "--lora-rank"),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Training image views."),
     crop_min: float = typer.Option(0.6, "--crop-min", help="Random resized crop: min area."),

@@ -82,13 +82,20 @@ def _backprop_chunks(fn, slices, states, grads: torch.Tensor, device, bf16) -> N
 
 def gradcache_step(model, pixel_values: torch.Tensor | None, tokens: dict[str, torch.Tensor],
                    loss_fn: LossFn, chunk_size: int, bf16: bool = False,
-                   image_features: torch.Tensor | None = None) -> StepOutput:
+                   image_features: torch.Tensor | None = None,
+                   image_encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                   image_trainable: bool | None = None) -> StepOutput:
     """Accumulate into ``.grad`` the full-batch gradient of ``loss_fn`` (returns the loss).
 
     ``loss_fn(image_features, text_features)`` must use the model's temperature itself (so its
     gradient reaches ``logit_scale``). The caller zeroes gradients and steps the optimizer.
-    ``image_features`` (precomputed, for a locked image tower) replaces ``pixel_values``.
+    ``image_features`` (precomputed, for a locked image tower) replaces ``pixel_values``;
+    ``image_encoder`` replaces ``model.encode_image`` (e.g. the projection head over cached
+    trunk features, with ``image_trainable`` saying whether it has parameters to train).
     """
+    encode_image = image_encoder or model.encode_image
+    if image_trainable is None:
+        image_trainable = _has_trainable(model.image_module())
     if image_features is not None:
         return _text_only_step(model, image_features, tokens, loss_fn, chunk_size, bf16)
     device = pixel_values.device
@@ -96,14 +103,14 @@ def gradcache_step(model, pixel_values: torch.Tensor | None, tokens: dict[str, t
     slices = _slices(n, chunk_size)
     if len(slices) == 1:  # no caching needed: one ordinary forward/backward
         with autocast_for(device, bf16):
-            img = model.encode_image(pixel_values).float()
+            img = encode_image(pixel_values).float()
             txt = model.encode_text(**tokens).float()
         loss = loss_fn(img, txt)
         loss.backward()
         return StepOutput(float(loss.detach()), img.detach(), txt.detach())
 
     def image_fn(s):
-        return model.encode_image(pixel_values[s])
+        return encode_image(pixel_values[s])
 
     def text_fn(s):
         return model.encode_text(**_tokens_slice(tokens, s))
@@ -116,7 +123,7 @@ def gradcache_step(model, pixel_values: torch.Tensor | None, tokens: dict[str, t
     txt.requires_grad_(True)
     loss = loss_fn(img, txt)
     loss.backward()
-    if _has_trainable(model.image_module()):
+    if image_trainable:
         _backprop_chunks(image_fn, slices, img_states, img.grad, device, bf16)
     if _has_trainable(model.text_module()):
         _backprop_chunks(text_fn, slices, txt_states, txt.grad, device, bf16)

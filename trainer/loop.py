@@ -33,6 +33,7 @@ from .loss import clamp_logit_scale_, model_loss
 from .modes import LoraSettings, TrainMode, apply_mode, has_lora, merge_lora
 from .optim import make_optimizer, set_lr
 from .schedule import lr_at
+from .towers import split_image, trunk_frozen_head_trains
 from .wise import DEFAULT_ALPHAS, MAX_REFERENCE_DROP, WiseChoice, pick_alpha, wise_curve
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 MODEL_SUBDIR = "model"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_SUBDIR = "checkpoints"
+TRUNK_BATCH = 64
 
 
 class TrainError(SearchkitError):
@@ -226,6 +228,7 @@ class Trainer:
         self.state = ckpt.TrainState()
         self.image_cache = ImageVectorCache()
         self._train_image_features: torch.Tensor | None = None
+        self._trunk_features: torch.Tensor | None = None
 
     # -- measuring --
     def measure(self, label: str) -> EvalPoint:
@@ -287,12 +290,37 @@ class Trainer:
             self._train_image_features = torch.from_numpy(vecs).to(self.device)
         return self._train_image_features
 
+    @property
+    def trunk_cached(self) -> bool:
+        """Locked image trunk, trainable head, no augmentation: cache the trunk's output."""
+        return not self.cfg.augment.enabled and trunk_frozen_head_trains(self.model)
+
+    @torch.no_grad()
+    def _train_trunk_features(self) -> torch.Tensor:
+        if self._trunk_features is None:
+            self.cb.stage("encoding the training images once (locked image trunk)")
+            split = split_image(self.model)
+            was = split.trunk_module.training
+            split.trunk_module.eval()
+            outs = []
+            with ThreadPoolExecutor(max_workers=max(1, self.cfg.workers)) as pool:
+                pairs = self.data.train.pairs
+                for i in range(0, len(pairs), TRUNK_BATCH):
+                    pix = np.stack(list(pool.map(lambda p: self.encoder.preprocess(
+                        load_image(p.image)), pairs[i:i + TRUNK_BATCH])))
+                    outs.append(split.trunk(torch.from_numpy(pix).to(self.device)).float())
+            split.trunk_module.train(was)
+            self._trunk_features = torch.cat(outs)
+        return self._trunk_features
+
     def _batch(self, idxs: list[int], epoch: int, pool: ThreadPoolExecutor):
         pairs = [self.data.train.pairs[i] for i in idxs]
         caps = [self.views.caption(p, epoch, i) for p, i in zip(pairs, idxs)]
         tokens = {k: v.to(self.device) for k, v in self.encoder.tokenize(caps).items()}
         if self.images_fixed:
             return self._train_image_vectors()[idxs], tokens
+        if self.trunk_cached:
+            return self._train_trunk_features()[idxs], tokens
         pix = list(pool.map(lambda a: self.views.pixels(a[0], epoch, a[1]), zip(pairs, idxs)))
         return torch.from_numpy(np.stack(pix)).to(self.device), tokens
 
@@ -302,9 +330,11 @@ class Trainer:
         set_lr(self.optimizer, lr)
         self.optimizer.zero_grad(set_to_none=True)
         fixed = self.images_fixed
+        head = split_image(self.model).head if not fixed and self.trunk_cached else None
         out = gradcache_step(self.model, None if fixed else pixels, tokens,
                              lambda i, t: model_loss(self.model, i, t), cfg.chunk_size,
-                             bf16=cfg.bf16, image_features=pixels if fixed else None)
+                             bf16=cfg.bf16, image_features=pixels if fixed else None,
+                             image_encoder=head, image_trainable=True if head else None)
         if cfg.grad_clip:
             params = [p for p in self.model.parameters() if p.requires_grad]
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

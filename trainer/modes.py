@@ -25,6 +25,7 @@ ATTENTION_PATTERN = r".*\.(q_proj|k_proj|v_proj|query|key|value|qkv)$"
 class TrainMode(str, Enum):
     FULL = "full"
     LOCK_IMAGE = "lock-image"
+    LOCK_IMAGE_TRUNK = "lock-image-trunk"   # image backbone locked, its projection trains
     LOCK_TEXT = "lock-text"
     PROJECTIONS = "projections"
     LORA = "lora"
@@ -58,6 +59,8 @@ def apply_mode(model, mode: TrainMode | str, lora: LoraSettings = LoraSettings()
         model.requires_grad_(mode != TrainMode.PROJECTIONS)
         if mode == TrainMode.LOCK_IMAGE:
             model.image_module().requires_grad_(False)
+        elif mode == TrainMode.LOCK_IMAGE_TRUNK:
+            _lock_image_trunk(model)
         elif mode == TrainMode.LOCK_TEXT:
             model.text_module().requires_grad_(False)
         elif mode == TrainMode.PROJECTIONS:
@@ -69,6 +72,15 @@ def apply_mode(model, mode: TrainMode | str, lora: LoraSettings = LoraSettings()
     if n == 0:
         raise ModeError(f"mode {mode.value!r} leaves nothing to train in this model")
     log.info("mode %s: %d trainable parameters", mode.value, n)
+
+
+def _lock_image_trunk(model) -> None:
+    from .towers import split_image
+    split = split_image(model)
+    if split is None:
+        raise ModeError("lock-image-trunk: the image tower's projection head is not known for "
+                        "this model; use lock-image")
+    split.trunk_module.requires_grad_(False)
 
 
 def attention_targets(model, pattern: str = ATTENTION_PATTERN) -> list[str]:

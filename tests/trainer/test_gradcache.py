@@ -105,3 +105,35 @@ def test_precomputed_image_features_give_the_same_text_gradients(tiny_clip_dir):
         assert set(got) == set(ref)
         for n in ref:
             assert torch.allclose(ref[n], got[n], rtol=1e-4, atol=1e-6), n
+
+
+@pytest.mark.parametrize("source", ["clip", "composite"])
+def test_cached_trunk_features_give_the_same_gradients(tiny_clip_dir, tmp_path, source):
+    """lock-image-trunk: the head over cached trunk output equals the whole image tower."""
+    from trainer.towers import split_image
+    if source == "composite":
+        from searchkit.encoders.composite import make_tiny_composite
+        enc = load_encoder(str(make_tiny_composite(tmp_path / "c")))
+    else:
+        enc = load_encoder(str(tiny_clip_dir))
+    model = enc.model.float().train()
+    apply_mode(model, "lock-image-trunk")
+    for m in model.modules():   # as the trainer does: batch norms keep their statistics
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    split = split_image(model)
+    assert not any(p.requires_grad for p in split.trunk_module.parameters())
+    torch.manual_seed(0)
+    pixels = torch.randn(6, 3, 32, 32)
+    tokens = enc.tokenize([f"caption {i}" for i in range(6)])
+    loss, ref = _run(enc, pixels, tokens, chunk=6)
+    with torch.no_grad():
+        trunk = split.trunk(pixels)
+    model.zero_grad(set_to_none=True)
+    out = gradcache_step(model, trunk, tokens, lambda i, t: model_loss(model, i, t), 4,
+                         image_encoder=split.head, image_trainable=True)
+    got = _grads(model)
+    assert out.loss == pytest.approx(loss, rel=1e-5)
+    assert set(got) == set(ref) and any(p is not None for p in split.head.parameters())
+    for n in ref:
+        assert torch.allclose(ref[n], got[n], rtol=1e-4, atol=1e-6), n

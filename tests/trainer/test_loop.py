@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from searchkit.encoders import load_encoder
@@ -134,8 +135,15 @@ def test_trainer_works_on_a_composite_model(shapes_data, tmp_path):
     from searchkit.encoders.composite import make_tiny_composite
     src = make_tiny_composite(tmp_path / "comp")
     data = _subset(shapes_data, 32, 16)
-    cfg = TrainConfig(epochs=1, batch_size=16, chunk_size=8, lr=1e-3, mode="lock-image", **FAST)
-    res = finetune(load_encoder(str(src)), data, cfg, tmp_path / "out")
+    cfg = TrainConfig(epochs=1, batch_size=16, chunk_size=8, lr=1e-3, mode="lock-image-trunk",
+                      augment=AugmentConfig.off(), **FAST)
+    enc = load_encoder(str(src))
+    trunk_before = {k: v.clone() for k, v in enc.model.image_tower.state_dict().items()}
+    head_before = enc.model.image_head.weight.detach().clone()
+    res = finetune(enc, data, cfg, tmp_path / "out")
     assert res.completed and len(res.losses) == 2
+    for k, v in enc.model.image_tower.state_dict().items():
+        assert torch.equal(v, trunk_before[k]), k
+    assert not torch.equal(enc.model.image_head.weight, head_before)
     back = load_encoder(str(tmp_path / "out" / MODEL_SUBDIR))
     assert evaluate_pairs(back, data.validation.pairs) == res.final.domain
