@@ -15,6 +15,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from searchkit.imageio import ImageDecodeError
+
 from .data import Pair, load_image
 
 log = logging.getLogger(__name__)
@@ -78,74 +80,139 @@ def retrieval_metrics(image_vectors: np.ndarray, text_vectors: np.ndarray,
     return RetrievalMetrics(n, Recall(*t2i), Recall(*i2t))
 
 
-class ImageVectorCache:
-    """Image vectors that stay valid while the image tower's weights do not change.
-
-    Keyed by a fingerprint of ``model.image_module()``: with a locked image tower (LiT), and
-    along a WiSE-FT curve of such a run, images are encoded once; any weight change clears it.
-    """
-
-    def __init__(self):
-        self._key: str | None = None
-        self._store: dict[str, object] = {}
-
-    def _check(self, encoder) -> None:
-        from searchkit.encoders.base import fingerprint_module
-        key = fingerprint_module(encoder.model.image_module())
-        if key != self._key:
-            self._key, self._store = key, {}
-
-    def get(self, encoder, name: str, compute: Callable[[], object]):
-        self._check(encoder)
-        if name not in self._store:
-            self._store[name] = compute()
-        return self._store[name]
+@dataclass
+class EncodedImages:
+    vectors: np.ndarray              # (kept, dim) L2-normalised
+    kept: list[int]                  # indices of the inputs that decoded
+    skipped: list[tuple[int, str]]   # (index, reason) of those that did not
 
 
-def _eval_pixels(encoder, pair: Pair) -> np.ndarray:
-    return encoder.preprocess(load_image(pair.image))
+def _pixels_or_reason(encoder, ref) -> np.ndarray | str:
+    try:
+        return encoder.preprocess(load_image(ref))
+    except ImageDecodeError as e:
+        return str(e)
+    except Exception as e:  # a broken image never stops an evaluation
+        return f"cannot decode: {type(e).__name__}"
 
 
 @torch.no_grad()
-def embed_pair_images(encoder, pairs: Sequence[Pair], batch_size: int = EVAL_BATCH,
-                      workers: int = DECODE_WORKERS,
-                      progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Normalised image vectors of pairs (eval transform, eval mode)."""
-    model = encoder.model
-    was_training = model.training
-    model.eval()
-    imgs = []
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for i in range(0, len(pairs), batch_size):
-                chunk = pairs[i:i + batch_size]
-                pix = np.stack(list(pool.map(lambda p: _eval_pixels(encoder, p), chunk)))
-                imgs.append(encoder.encode_pixels(pix))
-                if progress:
-                    progress(min(len(pairs), i + batch_size), len(pairs))
-    finally:
-        model.train(was_training)
-    return np.concatenate(imgs) if imgs else np.zeros((0, encoder.dim), np.float32)
+def _run_images(encoder, refs: Sequence, fn: Callable[[torch.Tensor], torch.Tensor],
+                batch_size: int = EVAL_BATCH, workers: int = DECODE_WORKERS,
+                progress: Callable[[int, int], None] | None = None
+                ) -> tuple[torch.Tensor | None, list[int], list[tuple[int, str]]]:
+    """``fn`` over decoded, eval-transformed images in batches (decoding in threads)."""
+    outs, kept, skipped = [], [], []
+    device = torch.device(getattr(encoder, "device", "cpu"))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for i in range(0, len(refs), batch_size):
+            arrays = []
+            for j, a in enumerate(pool.map(lambda r: _pixels_or_reason(encoder, r),
+                                           refs[i:i + batch_size]), start=i):
+                if isinstance(a, str):
+                    skipped.append((j, a))
+                else:
+                    kept.append(j)
+                    arrays.append(a)
+            if arrays:
+                x = torch.from_numpy(np.stack(arrays)).to(device)
+                outs.append(fn(x).float().cpu())
+            if progress:
+                progress(min(len(refs), i + batch_size), len(refs))
+    return (torch.cat(outs) if outs else None), kept, skipped
+
+
+def _normalised(t: torch.Tensor | None, dim: int) -> np.ndarray:
+    if t is None:
+        return np.zeros((0, dim), np.float32)
+    return torch.nn.functional.normalize(t.float(), dim=-1).numpy()
+
+
+class _Eval:
+    """The model in eval mode for the duration (restored after)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.was = self.model.training
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.train(self.was)
+
+
+class ImageVectorCache:
+    """Image encodings reused while the weights that produce them do not change.
+
+    When the model's image trunk/head split is known (:mod:`trainer.towers`), the trunk's
+    outputs are kept while the trunk's weights are unchanged and only the cheap head runs again
+    (lock-image-trunk, projections, and WiSE-FT curves of such runs); otherwise whole image
+    vectors are kept while ``image_module()`` is unchanged (LiT). Keys are weight fingerprints.
+    """
+
+    def __init__(self):
+        self._entries: dict[str, tuple[str, tuple]] = {}
+
+    def encode(self, encoder, name: str, refs: Sequence, **kw) -> EncodedImages:
+        from searchkit.encoders.base import fingerprint_module
+
+        from .towers import split_image
+        model = encoder.model
+        split = split_image(model)
+        with _Eval(model):
+            if split is not None:
+                key = "trunk:" + fingerprint_module(split.trunk_module)
+                feats, kept, skipped = self._get(name, key, lambda: _run_images(
+                    encoder, refs, split.trunk, **kw))
+                with torch.no_grad():
+                    vec = split.head(feats.to(next(split.head.parameters()).device)) \
+                        if feats is not None else None
+                return EncodedImages(_normalised(vec.cpu() if vec is not None else None,
+                                                 encoder.dim), kept, skipped)
+            key = "tower:" + fingerprint_module(model.image_module())
+            vec, kept, skipped = self._get(name, key, lambda: _run_images(
+                encoder, refs, model.encode_image, **kw))
+            return EncodedImages(_normalised(vec, encoder.dim), kept, skipped)
+
+    def _get(self, name: str, key: str, compute: Callable[[], tuple]) -> tuple:
+        entry = self._entries.get(name)
+        if entry is None or entry[0] != key:
+            entry = (key, compute())
+            self._entries[name] = entry
+        return entry[1]
+
+
+def encode_images(encoder, refs: Sequence, cache: ImageVectorCache | None = None,
+                  name: str = "images", **kw) -> EncodedImages:
+    """Normalised image vectors of image paths/bytes, eval transform, eval mode."""
+    if cache is not None:
+        return cache.encode(encoder, name, refs, **kw)
+    with _Eval(encoder.model):
+        vec, kept, skipped = _run_images(encoder, refs, encoder.model.encode_image, **kw)
+    return EncodedImages(_normalised(vec, encoder.dim), kept, skipped)
+
+
+def embed_pair_images(encoder, pairs: Sequence[Pair], cache: ImageVectorCache | None = None,
+                      name: str = "pairs", **kw) -> np.ndarray:
+    """Normalised image vectors of (already checked) pairs."""
+    enc = encode_images(encoder, [p.image for p in pairs], cache, name, **kw)
+    if enc.skipped:
+        raise ValueError(f"{len(enc.skipped)} pair images no longer decode, e.g. "
+                         f"{pairs[enc.skipped[0][0]].key}: {enc.skipped[0][1]}")
+    return enc.vectors
 
 
 @torch.no_grad()
 def embed_texts(encoder, texts: Sequence[str]) -> np.ndarray:
-    model = encoder.model
-    was_training = model.training
-    model.eval()
-    try:
+    with _Eval(encoder.model):
         return encoder.encode_texts(list(texts))
-    finally:
-        model.train(was_training)
 
 
 def embed_pairs(encoder, pairs: Sequence[Pair], cache: ImageVectorCache | None = None,
                 cache_name: str = "pairs", **kw) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised (image, text) vectors of pairs; image vectors from ``cache`` when valid."""
-    if cache is not None:
-        img = cache.get(encoder, cache_name, lambda: embed_pair_images(encoder, pairs, **kw))
-    else:
-        img = embed_pair_images(encoder, pairs, **kw)
+    """Normalised (image, text) vectors of pairs; image encodings from ``cache`` when valid."""
+    img = embed_pair_images(encoder, pairs, cache, cache_name, **kw)
     return img, embed_texts(encoder, [p.caption for p in pairs])
 
 
@@ -164,26 +231,16 @@ class ReferenceSet:
     per_class: int | None = None     # subsample (fixed seed) to keep the guard cheap
 
     def evaluate(self, encoder, cache: ImageVectorCache | None = None) -> "ReferenceScore":
-        from searchkit.classify import (ZeroShotClassifier, accuracy_report, encode_image_files,
+        from searchkit.classify import (SkippedImage, ZeroShotClassifier, accuracy_report,
                                         labelled_folder, subsample_per_class)
         labels, paths, truth = labelled_folder(self.root)
         if self.per_class:
             paths, truth = subsample_per_class(paths, truth, self.per_class)
-        model = encoder.model
-        was_training = model.training
-        model.eval()
-        try:
-            def encode():
-                with torch.no_grad():
-                    return encode_image_files(encoder, paths)
-            enc = cache.get(encoder, f"reference:{self.root}", encode) if cache else encode()
-            with torch.no_grad():
-                clf = ZeroShotClassifier(encoder, labels, self.templates)
-        finally:
-            model.train(was_training)
-        index = {str(p): i for i, p in enumerate(paths)}
-        kept = truth[[index[p] for p in enc.paths]] if enc.paths else truth[:0]
-        rep = accuracy_report(clf.probabilities(enc.vectors), kept, labels, enc.skipped)
+        enc = encode_images(encoder, [str(p) for p in paths], cache, f"reference:{self.root}")
+        with _Eval(encoder.model), torch.no_grad():
+            clf = ZeroShotClassifier(encoder, labels, self.templates)
+        skipped = [SkippedImage(str(paths[i]), r) for i, r in enc.skipped]
+        rep = accuracy_report(clf.probabilities(enc.vectors), truth[enc.kept], labels, skipped)
         return ReferenceScore(Path(self.root).name, rep.n, rep.top1, rep.top5)
 
 

@@ -285,8 +285,8 @@ class Trainer:
         """Every training image encoded once (LiT), reused by every step."""
         if self._train_image_features is None:
             self.cb.stage("encoding the training images once (locked image tower)")
-            vecs = self.image_cache.get(self.encoder, "train", lambda: embed_pair_images(
-                self.encoder, self.data.train.pairs, workers=self.cfg.workers))
+            vecs = embed_pair_images(self.encoder, self.data.train.pairs, self.image_cache,
+                                     "train", workers=self.cfg.workers)
             self._train_image_features = torch.from_numpy(vecs).to(self.device)
         return self._train_image_features
 
