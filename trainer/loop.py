@@ -39,6 +39,7 @@ from .wise import DEFAULT_ALPHAS, MAX_REFERENCE_DROP, WiseChoice, pick_alpha, wi
 log = logging.getLogger(__name__)
 
 MODEL_SUBDIR = "model"
+FINETUNED_SUBDIR = "finetuned"     # with WiSE-FT: the best epoch's weights before mixing
 METRICS_FILE = "metrics.json"
 CHECKPOINT_SUBDIR = "checkpoints"
 TRUNK_BATCH = 64
@@ -451,6 +452,9 @@ def finetune(encoder, data: PairData, cfg: TrainConfig, output: Path | None,
     best = next((e for e in epochs if e.label == f"epoch {t.state.best_epoch}"), None)
     after = best or t.measure("after")
     after = replace(after, label="after")
+    if output is not None and cfg.wise != "off":  # the un-interpolated model, for comparison
+        encoder.model.eval()
+        encoder.save_pretrained(Path(output) / FINETUNED_SUBDIR)
     wise = t.apply_wise(tuned, before, after)
     final = after
     if wise is not None:

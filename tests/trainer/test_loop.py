@@ -14,7 +14,7 @@ from searchkit.testing import make_tiny_clip
 from trainer.augment import AugmentConfig
 from trainer.data import DataConfig, PairData, PairSplit, load_pairs
 from trainer.evaluate import ReferenceSet, evaluate_pairs
-from trainer.loop import METRICS_FILE, MODEL_SUBDIR, TrainConfig, TrainError, finetune
+from trainer.loop import FINETUNED_SUBDIR, METRICS_FILE, MODEL_SUBDIR, TrainConfig, TrainError, finetune
 
 FAST = dict(weight_decay=0.0, warmup_steps=5, workers=2)
 
@@ -126,6 +126,8 @@ def test_lora_wise_export_round_trip(tiny_clip_dir, shapes_data, tmp_path):
     back = load_encoder(str(tmp_path / "out" / MODEL_SUBDIR))
     assert not any("lora" in k for k in back.model.state_dict())
     assert evaluate_pairs(back, data.validation.pairs) == res.final.domain
+    unmixed = load_encoder(str(tmp_path / "out" / FINETUNED_SUBDIR))
+    assert evaluate_pairs(unmixed, data.validation.pairs) == res.after.domain
     metrics = json.loads((tmp_path / "out" / METRICS_FILE).read_text())
     assert metrics["wise"]["alpha"] == res.wise.alpha
     assert set(metrics) >= {"before", "after", "final", "epochs", "config"}
