@@ -23,7 +23,7 @@ from ..query import Filters, Query as SearchQuery
 from ..store import STATUS_OK, File as FileRow
 from .config import THUMB_DIR, WebConfig
 from .guards import LOGIN_PATH, TOKEN_COOKIE, BodyLimit, TokenAuth, token_ok
-from .params import MAX_ID, MAX_TERMS, MAX_TEXT, TextTerm, Weight, filter_params
+from .params import MAX_ID, MAX_TERMS, MAX_TEXT, RowId, TextTerm, Weight, filter_params
 from .schemas import ErrorOut, ImageOut, SearchResponse, SkippedOut, StatusOut, Timings, \
     ValidationErrorOut, hit_out, image_out
 from .search import RequestTimings, Searcher
@@ -44,7 +44,7 @@ ImageId = Annotated[int, PathParam(ge=0, le=MAX_ID, description="Image id from a
 K = Annotated[int, Query(ge=1, description="How many results")]
 Threshold = Annotated[float | None, Query(ge=-1, le=1, allow_inf_nan=False,
                                           description="Minimum score")]
-LikeIds = Annotated[list[int] | None, Query(max_length=MAX_TERMS, description="More like "
+LikeIds = Annotated[list[RowId] | None, Query(max_length=MAX_TERMS, description="More like "
                                             "these indexed image ids")]
 Negatives = Annotated[list[str] | None, Query(alias="not", max_length=MAX_TERMS,
                                               description="Push results away from this text "
@@ -139,7 +139,7 @@ def _search_routes(app: FastAPI, library: Library, searcher: Searcher, config: W
                                                   "GIF, BMP or TIFF)")] = None,
         q: Annotated[str | None, Form(max_length=MAX_TEXT)] = None,
         negatives: Annotated[list[str] | None, Form(alias="not", max_length=MAX_TERMS)] = None,
-        like: Annotated[list[int] | None, Form(max_length=MAX_TERMS)] = None,
+        like: Annotated[list[RowId] | None, Form(max_length=MAX_TERMS)] = None,
         text_weight: Annotated[float, Form(ge=-100, le=100, allow_inf_nan=False)] = 1.0,
         image_weight: Annotated[float, Form(ge=-100, le=100, allow_inf_nan=False)] = 1.0,
         not_weight: Annotated[float, Form(ge=-100, le=100, allow_inf_nan=False)] = 0.5,

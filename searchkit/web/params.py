@@ -7,6 +7,7 @@ from datetime import date, datetime, time
 from typing import Annotated, Literal
 
 from fastapi import Query
+from pydantic import Field
 
 from ..query import Filters
 
@@ -18,6 +19,7 @@ MAX_SIDE = 1_000_000
 EARLIEST, LATEST = date(1900, 1, 1), date(2200, 12, 31)
 FORMATS = ("jpeg", "png", "webp", "gif", "bmp", "tiff")
 
+RowId = Annotated[int, Field(ge=0, le=MAX_ID)]
 Weight = Annotated[float, Query(ge=-100, le=100, allow_inf_nan=False)]
 TextTerm = Annotated[str | None, Query(max_length=MAX_TEXT, description="What to look for, "
                                        "in words")]

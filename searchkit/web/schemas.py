@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, Field
 
 from ..query import Hit
@@ -17,9 +15,10 @@ class ImageOut(BaseModel):
     width: int | None
     height: int | None
     format: str | None
-    date: datetime = Field(description="When it was taken (EXIF), else when it was modified")
-    taken_at: datetime | None
-    modified_at: datetime
+    date: str = Field(description="When it was taken (EXIF), else when it was modified: "
+                      "ISO 8601 local time without a zone, as cameras record it")
+    taken_at: str | None = Field(description="EXIF date taken (ISO 8601 local time)")
+    modified_at: str = Field(description="File modification time (ISO 8601 local time)")
     camera_make: str | None
     camera_model: str | None
     thumb_url: str
@@ -83,8 +82,9 @@ def _urls(file_id: int) -> dict:
 
 def hit_out(h: Hit) -> HitOut:
     return HitOut(id=h.id, path=h.path, score=round(h.score, 6), width=h.width, height=h.height,
-                  format=h.format, date=h.taken_at or h.modified_at, taken_at=h.taken_at,
-                  modified_at=h.modified_at, camera_make=h.camera_make,
+                  format=h.format, date=(h.taken_at or h.modified_at).isoformat(),
+                  taken_at=h.taken_at.isoformat() if h.taken_at else None,
+                  modified_at=h.modified_at.isoformat(), camera_make=h.camera_make,
                   camera_model=h.camera_model, **_urls(h.id))
 
 

@@ -188,3 +188,12 @@ def test_concurrent_requests_agree_with_serial_ones(client, web_lib):
         results = list(pool.map(one, [i % 10 for i in range(64)]))
     for i, code, ids in results:
         assert code == 200 and ids == serial[i][2]
+
+
+def test_out_of_range_ids_are_refused_not_crashed(client):
+    """Found by the fuzzer: ids beyond SQLite's integer range reached the database."""
+    for like in ("9223372036854775808", "-1"):
+        r = client.get("/api/search", params={"like": like})
+        assert r.status_code == 422, r.text
+        r = client.post("/api/search", data={"like": like})
+        assert r.status_code == 422, r.text
