@@ -58,7 +58,7 @@ def create_app(library: Library, config: WebConfig | None = None,
     searcher = searcher or Searcher(library)
     thumb_dir = Path(config.thumb_dir) if config.thumb_dir else library.directory / THUMB_DIR
     thumbs = ThumbnailCache(thumb_dir, config.thumb_size, MAX_PIXELS)
-    app = FastAPI(title="searchkit", version="0.1.0",
+    app = FastAPI(title="searchkit", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Semantic image search over a searchkit library: by text, by an "
                               "uploaded image, or both. Images are served by id only.")
     app.state.library, app.state.searcher, app.state.thumbs = library, searcher, thumbs
@@ -67,6 +67,7 @@ def create_app(library: Library, config: WebConfig | None = None,
     _search_routes(app, library, searcher, config)
     _image_routes(app, library, thumbs)
     _page_routes(app, library, config)
+    _docs_routes(app)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes,
                        message=f"upload too large (limit {_mb(config.max_upload_bytes)})")
     if config.token:
@@ -262,3 +263,34 @@ def _page_routes(app: FastAPI, library: Library, config: WebConfig) -> None:
         resp = RedirectResponse("/", status_code=303)
         resp.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
         return resp
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def _swagger_assets() -> Path | None:
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        return None
+    return Path(swagger_ui_bundle.swagger_ui_path)
+
+
+def _docs_routes(app: FastAPI) -> None:
+    """The OpenAPI page at /docs, from local files (``swagger-ui-bundle``), never a CDN."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    assets = _swagger_assets()
+    if assets is not None:
+        app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        if assets is None:
+            return HTMLResponse("<!doctype html><title>searchkit API</title><p>The interactive "
+                                "API page needs <code>pip install swagger-ui-bundle</code> "
+                                "(in <code>searchkit[serve]</code>); the schema is at "
+                                "<a href='/openapi.json'>/openapi.json</a>.</p>")
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="searchkit API",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")

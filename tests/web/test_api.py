@@ -197,3 +197,12 @@ def test_out_of_range_ids_are_refused_not_crashed(client):
         assert r.status_code == 422, r.text
         r = client.post("/api/search", data={"like": like})
         assert r.status_code == 422, r.text
+
+
+def test_api_docs_page_needs_no_cdn(client):
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assert "https://" not in docs.text and "http://" not in docs.text
+    if "swagger-ui-bundle.js" in docs.text:  # with swagger-ui-bundle installed
+        assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    assert "/api/search" in client.get("/openapi.json").json()["paths"]
