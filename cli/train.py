@@ -20,6 +20,8 @@ ImageColOpt = typer.Option(None, "--image-column", help="Column holding the imag
 WhereOpt = typer.Option(None, "--where", help="Keep rows whose column equals a value, e.g. "
                         "--where source=fluent3d (repeatable).")
 ThreadsOpt = typer.Option(None, "--threads", help="torch CPU threads (default: torch's).")
+CacheOpt = typer.Option(None, "--cache-dir", help="Keep image-tower outputs here between runs "
+                        "(keyed by weights and files; safe to delete).")
 DeviceOpt = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if any).")
 
 
@@ -77,6 +79,7 @@ def evaluate_cmd(
     where: list[str] = WhereOpt,
     device: Optional[str] = DeviceOpt,
     threads: Optional[int] = ThreadsOpt,
+    cache_dir: Optional[Path] = CacheOpt,
     json_out: bool = typer.Option(False, "--json", help="One JSON object: n, text_to_image, "
                                   "image_to_text (percent)."),
 ) -> None:
@@ -86,13 +89,14 @@ def evaluate_cmd(
     Example: searchkit evaluate datasets/align --where source=fluent3d --json
     """
     from trainer.data import load_split
-    from trainer.evaluate import evaluate_pairs
+    from trainer.evaluate import ImageVectorCache, evaluate_pairs
     _setup_torch(threads)
     pairs = load_split(data, _data_config(caption_column, image_column, where), split)
     if not pairs.pairs:
         raise UserError(f"no usable pairs in {data} ({len(pairs.bad)} bad rows)")
     encoder = _load(model, device)
-    metrics = evaluate_pairs(encoder, pairs.pairs)
+    metrics = evaluate_pairs(encoder, pairs.pairs, cache=ImageVectorCache(cache_dir),
+                             cache_name="evaluate")
     if json_out:
         out.print_json(json.dumps(metrics.to_json()))
     else:
@@ -214,6 +218,7 @@ def finetune_cmd(
     workers: int = typer.Option(4, "--workers", help="Image decoding threads."),
     device: Optional[str] = DeviceOpt,
     threads: Optional[int] = ThreadsOpt,
+    cache_dir: Optional[Path] = CacheOpt,
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json's content."),
 ) -> None:
     """Fine-tune an encoder on image-caption pairs and report recall before and after.
@@ -248,7 +253,8 @@ def finetune_cmd(
     with _progress() as progress:
         task = progress.add_task("starting", total=None, stats="")
         res = finetune(encoder, pairs, cfg, output, reference=ref,
-                       callbacks=_callbacks(progress, task), resume=resume)
+                       callbacks=_callbacks(progress, task), resume=resume,
+                       cache_dir=cache_dir)
     if json_out:
         out.print_json((output / "metrics.json").read_text())
     else:

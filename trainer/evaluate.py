@@ -151,8 +151,9 @@ class ImageVectorCache:
     vectors are kept while ``image_module()`` is unchanged (LiT). Keys are weight fingerprints.
     """
 
-    def __init__(self):
+    def __init__(self, disk_dir: str | Path | None = None):
         self._entries: dict[str, tuple[str, tuple]] = {}
+        self.disk_dir = Path(disk_dir) if disk_dir else None
 
     def encode(self, encoder, name: str, refs: Sequence, **kw) -> EncodedImages:
         from searchkit.encoders.base import fingerprint_module
@@ -163,8 +164,8 @@ class ImageVectorCache:
         with _Eval(model):
             if split is not None:
                 key = "trunk:" + fingerprint_module(split.trunk_module)
-                feats, kept, skipped = self._get(name, key, lambda: _run_images(
-                    encoder, refs, split.trunk, **kw))
+                feats, kept, skipped = self._get(name, key, lambda: self._disk(
+                    encoder, key, refs, lambda: _run_images(encoder, refs, split.trunk, **kw)))
                 with torch.no_grad():
                     vec = split.head(feats.to(next(split.head.parameters()).device)) \
                         if feats is not None else None
@@ -175,12 +176,59 @@ class ImageVectorCache:
                 encoder, refs, model.encode_image, **kw))
             return EncodedImages(_normalised(vec, encoder.dim), kept, skipped)
 
+    def trunk_outputs(self, encoder, name: str, refs: Sequence, split, **kw) -> tuple:
+        """(trunk outputs, kept indices, skipped) for images, cached like :meth:`encode`."""
+        from searchkit.encoders.base import fingerprint_module
+        key = "trunk:" + fingerprint_module(split.trunk_module)
+        with _Eval(encoder.model):
+            return self._get(name, key, lambda: self._disk(
+                encoder, key, refs, lambda: _run_images(encoder, refs, split.trunk, **kw)))
+
+    def _disk(self, encoder, key: str, refs: Sequence, compute: Callable[[], tuple]) -> tuple:
+        """Trunk outputs persisted under ``disk_dir`` (keyed by weights, image config, files)."""
+        if self.disk_dir is None:
+            return compute()
+        path = self.disk_dir / f"trunk-{_disk_key(encoder, key, refs)}.pt"
+        if path.is_file():
+            try:
+                d = torch.load(path, map_location="cpu", weights_only=True)
+                return d["feats"], list(d["kept"]), [(int(i), r) for i, r in d["skipped"]]
+            except Exception as e:  # a damaged cache file is recomputed
+                log.warning("ignoring cache file %s: %s", path, e)
+        feats, kept, skipped = compute()
+        self.disk_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"feats": feats, "kept": kept, "skipped": skipped}, tmp)
+        tmp.replace(path)
+        return feats, kept, skipped
+
     def _get(self, name: str, key: str, compute: Callable[[], tuple]) -> tuple:
         entry = self._entries.get(name)
         if entry is None or entry[0] != key:
             entry = (key, compute())
             self._entries[name] = entry
         return entry[1]
+
+
+def _disk_key(encoder, key: str, refs: Sequence) -> str:
+    """Weights + what shapes the trunk's input/output + each file's path, size and mtime."""
+    import hashlib
+    h = hashlib.blake2b(digest_size=16)
+    model = encoder.model
+    image_cfg = getattr(getattr(model, "config", None), "image", None)
+    h.update(repr((key, type(model).__name__, repr(image_cfg), getattr(encoder, "image_size", 0),
+                   tuple(getattr(encoder, "image_mean", ())),
+                   tuple(getattr(encoder, "image_std", ())))).encode())
+    for r in refs:
+        if isinstance(r, bytes):
+            h.update(hashlib.blake2b(r, digest_size=16).digest())
+            continue
+        try:
+            st = Path(r).stat()
+            h.update(f"{r}|{st.st_size}|{st.st_mtime_ns}".encode())
+        except OSError:
+            h.update(f"{r}|missing".encode())
+    return h.hexdigest()
 
 
 def encode_images(encoder, refs: Sequence, cache: ImageVectorCache | None = None,

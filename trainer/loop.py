@@ -42,7 +42,6 @@ MODEL_SUBDIR = "model"
 FINETUNED_SUBDIR = "finetuned"     # with WiSE-FT: the best epoch's weights before mixing
 METRICS_FILE = "metrics.json"
 CHECKPOINT_SUBDIR = "checkpoints"
-TRUNK_BATCH = 64
 
 
 class TrainError(SearchkitError):
@@ -206,7 +205,8 @@ class Trainer:
     """Fine-tunes ``encoder.model`` in place on ``data``; see :func:`finetune`."""
 
     def __init__(self, encoder, data: PairData, cfg: TrainConfig, output: Path | None = None,
-                 reference: ReferenceSet | None = None, callbacks: Callbacks | None = None):
+                 reference: ReferenceSet | None = None, callbacks: Callbacks | None = None,
+                 cache_dir: Path | None = None):
         self.encoder = encoder
         self.model = encoder.model
         self.data = data
@@ -227,7 +227,7 @@ class Trainer:
         apply_mode(self.model, cfg.mode, cfg.lora)
         self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay)
         self.state = ckpt.TrainState()
-        self.image_cache = ImageVectorCache()
+        self.image_cache = ImageVectorCache(cache_dir)
         self._train_image_features: torch.Tensor | None = None
         self._trunk_features: torch.Tensor | None = None
 
@@ -296,22 +296,16 @@ class Trainer:
         """Locked image trunk, trainable head, no augmentation: cache the trunk's output."""
         return not self.cfg.augment.enabled and trunk_frozen_head_trains(self.model)
 
-    @torch.no_grad()
     def _train_trunk_features(self) -> torch.Tensor:
         if self._trunk_features is None:
             self.cb.stage("encoding the training images once (locked image trunk)")
             split = split_image(self.model)
-            was = split.trunk_module.training
-            split.trunk_module.eval()
-            outs = []
-            with ThreadPoolExecutor(max_workers=max(1, self.cfg.workers)) as pool:
-                pairs = self.data.train.pairs
-                for i in range(0, len(pairs), TRUNK_BATCH):
-                    pix = np.stack(list(pool.map(lambda p: self.encoder.preprocess(
-                        load_image(p.image)), pairs[i:i + TRUNK_BATCH])))
-                    outs.append(split.trunk(torch.from_numpy(pix).to(self.device)).float())
-            split.trunk_module.train(was)
-            self._trunk_features = torch.cat(outs)
+            feats, kept, skipped = self.image_cache.trunk_outputs(
+                self.encoder, "train-trunk", [p.image for p in self.data.train.pairs],
+                split, workers=self.cfg.workers)
+            if skipped:
+                raise TrainError(f"{len(skipped)} training images no longer decode")
+            self._trunk_features = feats.to(self.device)
         return self._trunk_features
 
     def _batch(self, idxs: list[int], epoch: int, pool: ThreadPoolExecutor):
@@ -363,6 +357,10 @@ class Trainer:
     def train(self, max_steps: int | None = None) -> bool:
         """Run (or continue) the epochs; False when stopped at ``max_steps``."""
         cfg = self.cfg
+        if self.images_fixed:      # caches first: they switch the model to eval and back
+            self._train_image_vectors()
+        elif self.trunk_cached:
+            self._train_trunk_features()
         with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
             while self.state.epoch < cfg.epochs:
                 epoch = self.state.epoch
@@ -426,14 +424,15 @@ def _point(d: dict) -> EvalPoint:
 
 def finetune(encoder, data: PairData, cfg: TrainConfig, output: Path | None,
              reference: ReferenceSet | None = None, callbacks: Callbacks | None = None,
-             resume: bool = False, max_steps: int | None = None) -> TrainResult:
+             resume: bool = False, max_steps: int | None = None,
+             cache_dir: Path | None = None) -> TrainResult:
     """Measure, train, keep the best epoch, optionally WiSE-FT, export; see the module doc."""
     if cfg.wise != "off" and cfg.wise != "auto":
         try:
             float(cfg.wise)
         except ValueError:
             raise TrainError(f"--wise takes off, auto or an alpha in [0, 1], not {cfg.wise!r}")
-    t = Trainer(encoder, data, cfg, output, reference, callbacks)
+    t = Trainer(encoder, data, cfg, output, reference, callbacks, cache_dir)
     last = t.checkpoint_dir / ckpt.LAST if t.checkpoint_dir else None
     if resume:
         if last is None or not last.is_file():

@@ -32,3 +32,25 @@ def test_unreadable_images_are_reported_not_raised(tiny_clip_dir, tmp_path):
     Image.new("RGB", (20, 20), (9, 9, 9)).save(tmp_path / "ok.png")
     out = encode_images(enc, [str(bad), str(tmp_path / "ok.png")], ImageVectorCache(), "x")
     assert out.kept == [1] and out.skipped[0][0] == 0 and out.vectors.shape == (1, enc.dim)
+
+
+def test_trunk_outputs_persist_on_disk(tiny_clip_dir, shapes_data, tmp_path, monkeypatch):
+    import trainer.evaluate as ev
+    enc = load_encoder(str(tiny_clip_dir))
+    pairs = shapes_data.validation.pairs[:6]
+    first = embed_pair_images(enc, pairs, ImageVectorCache(tmp_path), "v")
+    assert len(list(tmp_path.glob("trunk-*.pt"))) == 1
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed")
+    monkeypatch.setattr(ev, "_run_images", boom)
+    again = embed_pair_images(enc, pairs, ImageVectorCache(tmp_path), "v")
+    assert np.array_equal(first, again)
+    with torch.no_grad():
+        enc.model.hf.vision_model.post_layernorm.bias.add_(1.0)
+    try:
+        embed_pair_images(enc, pairs, ImageVectorCache(tmp_path), "v")
+    except AssertionError as e:
+        assert "recomputed" in str(e)
+    else:
+        raise AssertionError("changed weights reused a stale cache")
