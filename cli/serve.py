@@ -56,8 +56,10 @@ def serve_cmd(
     searcher = Searcher(lib)
     console.print(f"loading model {lib.info.model_name} ...", highlight=False)
     searcher.warm()
+    from searchkit.web.config import LOOPBACK_HOSTS
     config = WebConfig(token=token, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                       max_pixels=max_pixels)
+                       max_pixels=max_pixels,
+                       allowed_hosts=LOOPBACK_HOSTS if is_loopback(host) else None)
     app = create_app(lib, config, searcher=searcher)
     shown = f"[{host}]" if ":" in host else host
     console.print(f"serving {lib.directory} on http://{shown}:{port}  (API docs: /docs; "

@@ -21,7 +21,7 @@ from ..imageio import MAX_PIXELS, ImageDecodeError, open_image, sniff
 from ..library import Library
 from ..query import Filters, Query as SearchQuery
 from ..store import STATUS_OK, File as FileRow
-from .config import THUMB_DIR, WebConfig
+from .config import PAGE_HEADERS, THUMB_DIR, WebConfig
 from .guards import LOGIN_PATH, TOKEN_COOKIE, BodyLimit, TokenAuth, token_ok
 from .params import MAX_ID, MAX_TERMS, MAX_TEXT, RowId, TextTerm, Weight, filter_params
 from .schemas import ErrorOut, ImageOut, SearchResponse, SkippedOut, StatusOut, Timings, \
@@ -72,6 +72,9 @@ def create_app(library: Library, config: WebConfig | None = None,
                        message=f"upload too large (limit {_mb(config.max_upload_bytes)})")
     if config.token:
         app.add_middleware(TokenAuth, token=config.token)
+    if config.allowed_hosts:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(config.allowed_hosts))
     return app
 
 
@@ -247,13 +250,15 @@ LOGIN_FORM = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 def _page_routes(app: FastAPI, library: Library, config: WebConfig) -> None:
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
+                            headers=PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get(LOGIN_PATH, include_in_schema=False)
     def login_form() -> HTMLResponse:
-        return HTMLResponse(LOGIN_FORM.format(message="This server needs its access token."))
+        return HTMLResponse(LOGIN_FORM.format(message="This server needs its access token."),
+                            headers=PAGE_HEADERS)
 
     @app.post(LOGIN_PATH, include_in_schema=False)
     def login(token: Annotated[str, Form(max_length=4096)] = "") -> Response:

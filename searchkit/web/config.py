@@ -21,7 +21,21 @@ class WebConfig:
     thumb_size: int = DEFAULT_THUMB_SIZE
     max_k: int = DEFAULT_MAX_K
     thumb_dir: str | None = None          # default: <library>/thumbs
+    # Host headers accepted (None: any). `serve` on loopback sets the loopback names, so a web
+    # page elsewhere cannot reach the library through DNS rebinding.
+    allowed_hosts: tuple[str, ...] | None = None
 
     @property
     def max_body_bytes(self) -> int:
         return self.max_upload_bytes + MAX_FORM_OVERHEAD
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
+                               "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+                               "form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}

@@ -182,3 +182,19 @@ def test_serve_warns_off_loopback_and_takes_the_token_from_env(monkeypatch, web_
     assert c.get("/api/status", headers={"Authorization": "Bearer from-env"}).status_code == 200
     r = runner.invoke(app, ["serve", "--library", lib_dir], env={"SEARCHKIT_TOKEN": ""})
     assert r.exit_code == 0 and "warning" not in r.output and seen["host"] == "127.0.0.1"
+
+
+def test_loopback_server_refuses_foreign_host_headers(web_lib):
+    """DNS rebinding: a page on evil.example resolving to 127.0.0.1 must not read the library."""
+    from searchkit.web.config import LOOPBACK_HOSTS
+    c = TestClient(create_app(web_lib.library, WebConfig(allowed_hosts=LOOPBACK_HOSTS)),
+                   base_url="http://127.0.0.1:8000")
+    assert c.get("/api/status").status_code == 200
+    assert c.get("/api/status", headers={"Host": "localhost:8000"}).status_code == 200
+    assert c.get("/api/status", headers={"Host": "evil.example"}).status_code == 400
+
+
+def test_page_sends_a_content_security_policy(client):
+    r = client.get("/")
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    assert r.headers["x-frame-options"] == "DENY"
