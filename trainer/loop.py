@@ -26,15 +26,16 @@ from searchkit.errors import SearchkitError
 from . import checkpoint as ckpt
 from .augment import AugmentConfig, augment, to_array
 from .data import BadRow, Pair, PairData, load_image
-from .evaluate import (EvalPoint, ImageVectorCache, ReferenceSet, RetrievalMetrics,
-                       embed_pair_images, evaluate_pairs)
+from .evaluate import (EvalPoint, ImageVectorCache, ReferenceScore, ReferenceSet,
+                       RetrievalMetrics, embed_pair_images, evaluate_pairs)
 from .gradcache import gradcache_step
 from .loss import clamp_logit_scale_, model_loss
 from .modes import LoraSettings, TrainMode, apply_mode, has_lora, merge_lora
 from .optim import make_optimizer, set_lr
 from .schedule import lr_at
 from .towers import split_image, trunk_frozen_head_trains
-from .wise import DEFAULT_ALPHAS, MAX_REFERENCE_DROP, WiseChoice, pick_alpha, wise_curve
+from .wise import (DEFAULT_ALPHAS, MAX_REFERENCE_DROP, WiseChoice, interpolate, pick_alpha,
+                   wise_curve)
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +231,7 @@ class Trainer:
         self.image_cache = ImageVectorCache(cache_dir)
         self._train_image_features: torch.Tensor | None = None
         self._trunk_features: torch.Tensor | None = None
+        self._best_in_memory: dict[str, torch.Tensor] | None = None   # when there is no output
 
     # -- measuring --
     def measure(self, label: str) -> EvalPoint:
@@ -387,7 +389,7 @@ class Trainer:
         best = self.checkpoint_dir / ckpt.BEST if self.checkpoint_dir else None
         if best is not None and best.is_file():
             ckpt.load_weights(best, self.model)
-        elif getattr(self, "_best_in_memory", None) is not None:
+        elif self._best_in_memory is not None:
             self.model.load_state_dict(self._best_in_memory)
 
     def finished_state(self) -> dict[str, torch.Tensor]:
@@ -411,13 +413,11 @@ class Trainer:
                            known={0.0: before, 1.0: after})
         choice = pick_alpha(curve, self.cfg.wise_max_drop) if mode == "auto" else \
             WiseChoice(float(mode), tuple(curve), "given")
-        from .wise import interpolate
         self.model.load_state_dict(interpolate(self.base_state, tuned, choice.alpha))
         return choice
 
 
 def _point(d: dict) -> EvalPoint:
-    from .evaluate import ReferenceScore
     ref = ReferenceScore(**d["reference"]) if d.get("reference") else None
     return EvalPoint(d["label"], RetrievalMetrics.from_json(d["domain"]), ref)
 
