@@ -207,6 +207,10 @@ class Library:
         validate(query)
         return combine(query, self.encoder, self._stored_vector)
 
+    def stored_vector(self, file_id: int) -> np.ndarray:
+        """The stored vector of an indexed image ("more like this")."""
+        return self._stored_vector(file_id)
+
     def _stored_vector(self, file_id: int) -> np.ndarray:
         f = self.store.get_file(file_id)
         if f is None or f.status != STATUS_OK or f.vector is None:
