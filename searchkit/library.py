@@ -195,8 +195,9 @@ class Library:
                 log.warning("cannot save the index (%s)", e)
         return faiss_index.SearchIndex(idx, stamp)
 
-    def index_state(self) -> str:
-        loaded = faiss_index.load(self.directory)
+    def index_state(self, loaded=None) -> str:
+        """"fresh", "stale" or "missing"; ``loaded`` is a saved index already read."""
+        loaded = loaded if loaded is not None else faiss_index.load(self.directory)
         if loaded is None:
             return "missing"
         return "fresh" if self._stamp_matches(loaded[1], self.store.vectors_version()) else "stale"
@@ -275,7 +276,7 @@ class Library:
     def status(self, with_skipped: bool = True) -> LibraryStatus:
         counts = self.store.counts()
         loaded = faiss_index.load(self.directory)
-        state = self.index_state()
+        state = self.index_state(loaded)
         kind = loaded[1].kind if loaded else faiss_index.choose_kind(counts.get(STATUS_OK, 0))
         skipped = [SkippedFile(f.path, f.reason or "") for f in self.store.skipped()] \
             if with_skipped else []

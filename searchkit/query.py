@@ -3,7 +3,6 @@ vector and a set of allowed row ids."""
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -193,9 +192,3 @@ def _norm_format(fmt: str) -> str:
     f = fmt.strip().lstrip(".").upper()
     return _FORMAT_ALIASES.get(f, f)
 
-
-def glob_matches(path: str, pattern: str) -> bool:
-    """The same glob rule as the SQL filter, for callers filtering in Python."""
-    if not pattern.startswith(("*", os.sep)):
-        pattern = "*" + pattern
-    return fnmatch.fnmatchcase(path, pattern)

@@ -145,14 +145,21 @@ def _load_rows(src: _Source) -> dict[str, Any]:
     return out
 
 
-def _pick_splits(names: Sequence[str], cfg: DataConfig) -> tuple[str, str | None]:
-    train = cfg.train_split or next((s for s in TRAIN_SPLITS if s in names), None)
-    if train is None:
+def _choose_split(names: Sequence[str], wanted: str | None, preferred: Sequence[str],
+                  what: str) -> str:
+    """The named split, else the first preferred one present, else the only one."""
+    split = wanted or next((s for s in preferred if s in names), None)
+    if split is None:
         if len(names) != 1:
-            raise DataError(f"no train split among {', '.join(names)}: name one")
-        train = names[0]
-    if train not in names:
-        raise DataError(f"no split {train!r} (have {', '.join(names)})")
+            raise DataError(f"no {what} split among {', '.join(names)}: name one")
+        split = names[0]
+    if split not in names:
+        raise DataError(f"no split {split!r} (have {', '.join(names)})")
+    return split
+
+
+def _pick_splits(names: Sequence[str], cfg: DataConfig) -> tuple[str, str | None]:
+    train = _choose_split(names, cfg.train_split, TRAIN_SPLITS, "train")
     val = cfg.validation_split or next((s for s in VALIDATION_SPLITS if s in names), None)
     if val is not None and val not in names:
         raise DataError(f"no split {val!r} (have {', '.join(names)})")
@@ -283,14 +290,7 @@ def load_split(data: str, cfg: DataConfig = DataConfig(), split: str | None = No
     src = find_source(data)
     tables = _load_rows(src)
     names = list(tables)
-    if split is None:
-        split = next((s for s in VALIDATION_SPLITS if s in names), None)
-        if split is None:
-            if len(names) != 1:
-                raise DataError(f"no validation split among {', '.join(names)}: name one")
-            split = names[0]
-    if split not in names:
-        raise DataError(f"no split {split!r} (have {', '.join(names)})")
+    split = _choose_split(names, split, VALIDATION_SPLITS, "validation")
     return _read_split(tables, src, split, cfg)
 
 
