@@ -38,6 +38,7 @@ HEADS_FILE = "heads.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 IMAGE_TOWER_FILE = "image_tower.safetensors"
 TEXT_TOWER_FILE = "text_tower.safetensors"
+TEXT_PATCH_FILE = "text_tower_patch.safetensors"
 FORMAT_VERSION = 1
 
 PACKAGE_PREFIX = "package:"
@@ -78,6 +79,8 @@ class TextTowerConfig:
     normalize: bool = True                    # sentence-transformers' Normalize module
     max_tokens: int = DEFAULT_MAX_TEXT_TOKENS
     weights: str | None = None
+    # Tensors that override ``weights`` (the tuned top layers of a LiT-unlocked text tower).
+    patch: str | None = None
     tokenizer: str = FILE_PREFIX + TOKENIZER_FILE
 
 
@@ -311,6 +314,14 @@ class BertTower(nn.Module):
             raise EncoderError(f"text tower weights do not fit: missing {missing[:3]}, "
                                f"unexpected {unexpected[:3]}")
 
+    def load_patch(self, patch: dict[str, torch.Tensor]) -> None:
+        """Override some tensors (e.g. tuned top layers); every key must exist, shapes equal."""
+        own = self.state_dict()
+        bad = [k for k, v in patch.items() if k not in own or own[k].shape != v.shape]
+        if bad:
+            raise EncoderError(f"text tower patch does not fit: {bad[:3]}")
+        self.load_state_dict({k: v.to(own[k].dtype) for k, v in patch.items()}, strict=False)
+
     def forward(self, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if attention_mask is None:
@@ -390,6 +401,8 @@ def build_model(cfg: CompositeConfig, model_dir: Path | None = None) -> Composit
         model.image_tower.load_by_order(read_state_dict(resolve_ref(cfg.image.weights, model_dir)))
     if cfg.text.weights:
         model.text_tower.load_weights(read_state_dict(resolve_ref(cfg.text.weights, model_dir)))
+    if cfg.text.patch:
+        model.text_tower.load_patch(read_state_dict(resolve_ref(cfg.text.patch, model_dir)))
     return model.eval()
 
 
@@ -461,19 +474,28 @@ def _reference_state(tower: nn.Module, ref: str | None, model_dir: Path | None,
 
 def save_composite(model: CompositeDualModel, tokenizer_path: Path,
                    path: str | os.PathLike) -> Path:
-    """Write a model directory; towers equal to their package reference stay references."""
+    """Write a model directory; towers equal to their package reference stay references.
+
+    A text tower that differs from its package reference in only some tensors (LiT with the top
+    layers unlocked) is stored as a patch of those tensors, so the directory stays small.
+    """
     from safetensors.torch import save_file
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     cfg = model.config
-    image_ref, text_ref = cfg.image.weights, cfg.text.weights
+    image_ref, text_ref, text_patch = cfg.image.weights, cfg.text.weights, None
     if not _keeps_reference(model.image_tower.net, image_ref, True):
         save_file(_cpu_state(model.image_tower.net), str(out / IMAGE_TOWER_FILE))
         image_ref = FILE_PREFIX + IMAGE_TOWER_FILE
-    if not _keeps_reference(model.text_tower, text_ref, False):
+    changed = _changed_tensors(model.text_tower, text_ref)
+    if changed is None:
         save_file(_cpu_state(model.text_tower), str(out / TEXT_TOWER_FILE))
         text_ref = FILE_PREFIX + TEXT_TOWER_FILE
-    for stale, ref in ((IMAGE_TOWER_FILE, image_ref), (TEXT_TOWER_FILE, text_ref)):
+    elif changed:
+        save_file({k: _compact(v) for k, v in changed.items()}, str(out / TEXT_PATCH_FILE))
+        text_patch = FILE_PREFIX + TEXT_PATCH_FILE
+    for stale, ref in ((IMAGE_TOWER_FILE, image_ref), (TEXT_TOWER_FILE, text_ref),
+                       (TEXT_PATCH_FILE, text_patch)):
         if ref != FILE_PREFIX + stale and (out / stale).exists():
             (out / stale).unlink()
     tok_target = out / TOKENIZER_FILE
@@ -482,11 +504,27 @@ def save_composite(model: CompositeDualModel, tokenizer_path: Path,
     save_file({k: v.detach().float().cpu().contiguous() for k, v in model.heads_state().items()},
               str(out / HEADS_FILE))
     new_cfg = replace(cfg, image=replace(cfg.image, weights=image_ref),
-                      text=replace(cfg.text, weights=text_ref,
+                      text=replace(cfg.text, weights=text_ref, patch=text_patch,
                                    tokenizer=FILE_PREFIX + TOKENIZER_FILE))
     (out / CONFIG_NAME).write_text(new_cfg.to_json())
     log.info("saved composite model to %s", out)
     return out
+
+
+def _changed_tensors(tower: nn.Module, ref: str | None) -> dict[str, torch.Tensor] | None:
+    """Tensors of ``tower`` that differ from its package reference; None: store it whole."""
+    reference = _reference_state(tower, ref, None, False) if ref else None
+    own = tower.state_dict()
+    if reference is None or reference.keys() != own.keys():
+        return None
+    return {k: v for k, v in own.items() if not torch.equal(v.detach().cpu(), reference[k])}
+
+
+def _compact(t: torch.Tensor) -> torch.Tensor:
+    """float16 when that is lossless (the trainer rounds tuned weights to it), else float32."""
+    t = t.detach().float().cpu().contiguous()
+    half = t.half()
+    return half if torch.equal(half.float(), t) else t
 
 
 def _keeps_reference(tower: nn.Module, ref: str | None, by_order: bool) -> bool:

@@ -117,6 +117,31 @@ def test_fine_tuned_towers_are_saved_with_the_model(tiny_dir, tmp_path):
     assert again.fingerprint() != original.fingerprint()
 
 
+@pytest.mark.skipif(not HAS_TOWERS, reason="tower packages not installed")
+def test_tuned_text_layers_are_stored_as_a_small_patch(tmp_path):
+    """LiT with unlocked top layers: only the changed tensors are written, and they load back."""
+    from searchkit.encoders.composite import (TEXT_PATCH_FILE, lite_minilm_config, new_composite,
+                                              tokenizer_path)
+    cfg = lite_minilm_config("lite0", 16)
+    enc = new_composite(cfg, tokenizer_path(cfg), device="cpu")
+    top = enc.model.text_tower.encoder.layer[-1]
+    with torch.no_grad():
+        top.output.dense.weight.add_(0.5)
+        top.output.dense.weight.copy_(top.output.dense.weight.half().float())
+    enc.save_pretrained(tmp_path / "lit")
+    saved = json.loads((tmp_path / "lit" / CONFIG_NAME).read_text())["text"]
+    assert saved["weights"].startswith("package:") and saved["patch"].endswith(TEXT_PATCH_FILE)
+    assert not (tmp_path / "lit" / TEXT_TOWER_FILE).exists()
+    from safetensors.torch import load_file
+    patch = load_file(str(tmp_path / "lit" / TEXT_PATCH_FILE))
+    assert list(patch) == ["encoder.layer.5.output.dense.weight"]
+    assert patch["encoder.layer.5.output.dense.weight"].dtype == torch.float16
+    again = load_composite(tmp_path / "lit", device="cpu")
+    assert again.fingerprint() == enc.fingerprint()
+    np.testing.assert_allclose(again.encode_texts(["a red bicycle"]),
+                               enc.encode_texts(["a red bicycle"]), atol=1e-6)
+
+
 def test_broken_directories_are_clear_errors(tiny_dir, tmp_path):
     (tmp_path / CONFIG_NAME).write_text((tiny_dir / CONFIG_NAME).read_text())
     with pytest.raises(EncoderError, match="image_tower|heads"):
