@@ -17,8 +17,9 @@ ModelOpt = typer.Option(None, "--model", "-m", help="Encoder to start from (regi
 CaptionOpt = typer.Option("text", "--caption-column", help="Column holding the caption.")
 ImageColOpt = typer.Option(None, "--image-column", help="Column holding the image path "
                            "(default: image, file_name, path, ...).")
-WhereOpt = typer.Option(None, "--where", help="Keep rows whose column equals a value, e.g. "
-                        "--where source=fluent3d (repeatable).")
+WhereOpt = typer.Option(None, "--where", help="Keep rows whose column equals a value "
+                        "(--where source=fluent3d) or drop those that do (--where "
+                        "source!=fluent3d); repeatable.")
 ThreadsOpt = typer.Option(None, "--threads", help="torch CPU threads (default: torch's).")
 CacheOpt = typer.Option(None, "--cache-dir", help="Keep image-tower outputs here between runs "
                         "(keyed by weights and files; safe to delete).")

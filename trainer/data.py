@@ -46,6 +46,7 @@ class DataConfig:
     holdout: float = 0.1                        # fraction held out when there is no val split
     seed: int = 0
     where: tuple[tuple[str, str], ...] = ()     # keep rows whose column equals the value
+    where_not: tuple[tuple[str, str], ...] = ()  # ... and drop rows whose column equals it
     limit: int | None = None                    # at most this many rows per split (first ones)
     decode_workers: int = DECODE_WORKERS
 
@@ -203,9 +204,9 @@ def rows_to_pairs(rows: Sequence[dict], split: str, base: Path | None, cfg: Data
                   ) -> PairSplit:
     """Typed pairs from raw rows; rows without a caption or image reference are bad rows."""
     pairs, bad = [], []
-    where = dict(cfg.where)
     for i, row in enumerate(rows):
-        if any(str(row.get(k)) != v for k, v in where.items()):
+        if any(str(row.get(k)) != v for k, v in cfg.where) or \
+                any(str(row.get(k)) == v for k, v in cfg.where_not):
             continue
         img_col = _image_column(list(row), cfg)
         image = _image_ref(row.get(img_col), base)
@@ -304,11 +305,15 @@ def _read_split(tables: dict[str, Any], src: _Source, name: str, cfg: DataConfig
 
 
 def with_where(cfg: DataConfig, specs: Sequence[str]) -> DataConfig:
-    """Parse ``column=value`` filters into the config."""
-    where = []
+    """Parse ``column=value`` (keep) and ``column!=value`` (drop) filters into the config."""
+    where, where_not = [], []
     for s in specs:
         if "=" not in s:
-            raise DataError(f"bad filter {s!r}: use column=value")
+            raise DataError(f"bad filter {s!r}: use column=value or column!=value")
         k, v = s.split("=", 1)
-        where.append((k.strip(), v.strip()))
-    return replace(cfg, where=tuple(where))
+        k = k.strip()
+        if k.endswith("!"):
+            where_not.append((k[:-1].strip(), v.strip()))
+        else:
+            where.append((k, v.strip()))
+    return replace(cfg, where=tuple(where), where_not=tuple(where_not))

@@ -27,6 +27,9 @@ def test_csv_with_relative_paths_and_holdout(files):
     only_a = load_pairs(str(files / "pairs.csv"), with_where(cfg, ["src=a"]))
     assert {p.caption for p in only_a.train.pairs + only_a.validation.pairs} == \
         {"item 1", "item 3", "item 5"}
+    not_a = load_pairs(str(files / "pairs.csv"), with_where(cfg, ["src!=a"]))
+    assert {p.caption for p in not_a.train.pairs + not_a.validation.pairs} == \
+        {"item 0", "item 2", "item 4"}
     with pytest.raises(DataError, match="caption column"):
         load_pairs(str(files / "pairs.csv"))
     with pytest.raises(DataError, match="column=value"):
