@@ -607,14 +607,19 @@ def tokenizer_path(cfg: CompositeConfig, model_dir: Path | None = None) -> Path:
 
 
 def encode_texts_raw(encoder: CompositeEncoder, texts: Sequence[str]) -> np.ndarray:
-    """Text-tower outputs before the head (for caching when training heads only)."""
-    outs = []
+    """Text-tower outputs before the head (for caching when training heads only).
+
+    Texts go through in order of length, so a batch pads little; rows come back in input order.
+    """
+    out = np.zeros((len(texts), encoder.model.text_tower.out_dim), np.float32)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     with torch.inference_mode():
-        for i in range(0, len(texts), encoder.batch_size):
-            tok = {k: v.to(encoder.device) for k, v in encoder.tokenize(list(texts[i:i + encoder.batch_size])).items()}
-            outs.append(encoder.model.text_tower(**tok).float().cpu().numpy())
-    return np.concatenate(outs) if outs else np.zeros((0, encoder.model.text_tower.out_dim),
-                                                      np.float32)
+        for i in range(0, len(order), encoder.batch_size):
+            idx = order[i:i + encoder.batch_size]
+            tok = {k: v.to(encoder.device)
+                   for k, v in encoder.tokenize([texts[j] for j in idx]).items()}
+            out[idx] = encoder.model.text_tower(**tok).float().cpu().numpy()
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
