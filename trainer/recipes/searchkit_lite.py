@@ -33,6 +33,8 @@ from searchkit.encoders.composite import (FEATURES_POOLED, FEATURES_POOLED_PROBS
 from .lite_captions import align_captions, imagenet_captions
 from .lite_data import read_align, read_imagenet_classes, read_wordnet_nouns
 from .lite_features import pooled_features
+from .lite_text import (round_to_half, tail_features, tail_forward, tower_prefix,
+                        tuned_parameters)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,9 @@ DEFAULT_CACHE = Path("/work/cache")
 DEFAULT_WORDNET = DEFAULT_CACHE / "data" / "wordnet" / "data.noun"
 RECALL_K = 10
 MAX_LOGIT_SCALE = float(np.log(100.0))
+SYNTH_TARGET_P = 0.9     # synthesized ImageNet features: stop once the classifier is this sure
+SYNTH_STEPS = 200
+RELU6_MAX = 6.0          # pooled EfficientNet-Lite features are averages of ReLU6 outputs
 PRIMARY_CAPTION_P = 0.5  # chance of an image's primary caption (its title) in each epoch
 
 
@@ -58,9 +63,14 @@ class RecipeConfig:
     aug_views: tuple[int, ...] = ()
     imagenet_pairs: bool = True
     imagenet_repeats: int = 4
+    imagenet_synth: int = 0       # synthesized features per class (0: the classifier rows)
+    extra: tuple[str, ...] = ()   # more align-style datasets (scripts/make_extra_pairs.py)
     wordnet: bool = True
     templates: bool = True
     align_extra_captions: bool = True
+    text_layers: int = 0          # unlocked top layers of the text tower (0: locked, heads only)
+    text_lr: float = 5e-5
+    text_epochs: int = 8
     seed: int = 0
 
 
@@ -126,6 +136,35 @@ def imagenet_pseudo_pooled(encoder: CompositeEncoder, real_pooled: np.ndarray) -
     w = encoder.model.image_tower.net.classifier.weight.detach().numpy()
     target = float(np.linalg.norm(real_pooled, axis=1).mean())
     return (w / np.linalg.norm(w, axis=1, keepdims=True) * target).astype(np.float32)
+
+
+def imagenet_synth_pooled(encoder: CompositeEncoder, real_pooled: np.ndarray, per_class: int,
+                          seed: int, target_p: float = SYNTH_TARGET_P,
+                          steps: int = SYNTH_STEPS) -> np.ndarray:
+    """Class-conditional pseudo features: real features pushed until the classifier says ``c``.
+
+    For each class, ``per_class`` real training features (icons and drawings) are moved by
+    gradient ascent on log p(c | x), kept inside the range a pooled ReLU6 feature can take, until
+    p(c | x) reaches ``target_p``. Unlike the raw classifier rows these lie where real pooled
+    features lie. Rows are ordered class by class: (1000 * per_class, D).
+    """
+    classifier = encoder.model.image_tower.net.classifier
+    w, b = classifier.weight.detach(), classifier.bias.detach()
+    g = torch.Generator().manual_seed(seed)
+    n_cls = w.shape[0]
+    starts = torch.from_numpy(real_pooled).float()
+    idx = torch.randint(len(starts), (n_cls * per_class,), generator=g)
+    x = starts[idx].clone()
+    target = torch.arange(n_cls).repeat_interleave(per_class)
+    lr = 0.5 / float(w.norm(dim=1).mean())
+    for _ in range(steps):
+        p = (x @ w.t() + b).softmax(-1)
+        done = p[torch.arange(len(x)), target] >= target_p
+        if bool(done.all()):
+            break
+        grad = w[target] - p @ w                 # d log p(target | x) / dx
+        x = torch.where(done[:, None], x, (x + lr * grad).clamp(0.0, RELU6_MAX))
+    return x.numpy().astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -203,9 +242,85 @@ def train_heads(encoder: CompositeEncoder, X: np.ndarray, T: np.ndarray, pairs: 
         if m.mean > best["metric"]:
             best = {"metric": m.mean, "epoch": epoch, "metrics": asdict(m),
                     "state": {k: v.clone() for k, v in model.heads_state().items()}}
-    model.load_heads(best.pop("state"))
+    best["heads"] = best.pop("state")
+    model.load_heads(best["heads"])
     best["history"] = history
     return best
+
+
+def train_text_tail(encoder: CompositeEncoder, X: np.ndarray, texts: list[str], pairs: Pairs,
+                    val: tuple[np.ndarray, np.ndarray, list[str]], cfg: RecipeConfig,
+                    cache: Path, best: dict) -> dict:
+    """Phase 2 (LiT, unlocked text top): tune the top ``text_layers`` layers and both heads.
+
+    Starts from the heads of phase 1; keeps phase 1's result unless a tuned epoch beats it on
+    align/validation.
+    """
+    model = encoder.model
+    tower = model.text_tower
+    first = len(tower.encoder.layer) - cfg.text_layers
+    prefix = tower_prefix(encoder, texts, first, cache / "text")
+    val_x, _, val_texts = val
+    val_unique = list(dict.fromkeys(val_texts))
+    val_prefix = tower_prefix(encoder, val_unique, first, cache / "text")
+    val_rows = _first_index(val_texts)
+    tuned = tuned_parameters(tower, first)
+    trained = ("image_head.", "text_head.", "logit_scale") + tuple(
+        f"text_tower.encoder.layer.{i}." for i in range(first, len(tower.encoder.layer)))
+    head_params = model.projection_parameters() + [model.logit_scale]
+    opt = torch.optim.AdamW([{"params": tuned, "lr": cfg.text_lr},
+                             {"params": head_params, "lr": cfg.lr * 0.1}], weight_decay=0.0)
+    steps = cfg.text_epochs * max(1, sum(pairs.repeats) // cfg.batch_size + 1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[cfg.text_lr, cfg.lr * 0.1],
+                                                total_steps=steps, pct_start=0.1)
+    Xt = torch.from_numpy(X)
+    rng = random.Random(cfg.seed + 1)
+    history = best["history"]
+    base_epoch = len(history)
+    best_state = None
+    for epoch in range(1, cfg.text_epochs + 1):
+        model.train()
+        losses = []
+        t0 = time.time()
+        for batch in batches(sample_epoch(pairs, rng), cfg.batch_size):
+            rows, caps = zip(*batch)
+            img = model.image_head(Xt[list(rows)])
+            txt = model.text_head(tail_forward(tower, first, *prefix.batch(caps)))
+            loss = clip_loss(img, txt, model.logit_scale)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if sched.last_epoch < steps - 1:
+                sched.step()
+            round_to_half(tuned)
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+            losses.append(loss.item())
+        model.eval()
+        T_val = tail_features(tower, first, val_prefix, range(len(val_unique))).numpy()[val_rows]
+        m = retrieval_metrics(encoder, val_x, T_val, val_texts)
+        history.append({"epoch": base_epoch + epoch, "phase": "text", "loss": float(np.mean(losses)),
+                        **asdict(m)})
+        log.info("text epoch %d loss %.3f val t2i R@10 %.1f i2t R@10 %.1f (%.0fs)", epoch,
+                 np.mean(losses), m.t2i_r10, m.i2t_r10, time.time() - t0)
+        if m.mean > best["metric"]:
+            best.update(metric=m.mean, epoch=base_epoch + epoch, metrics=asdict(m))
+            best_state = {k: v.clone() for k, v in model.state_dict().items()
+                          if k.startswith(trained)}
+    if best_state is None:                 # phase 1 stays: undo the text tower's changes
+        with torch.no_grad():
+            for p, p0 in zip(tuned, best["text_start"]):
+                p.copy_(p0)
+        model.load_heads(best["heads"])
+    else:
+        model.load_state_dict(best_state, strict=False)
+    return best
+
+
+def _first_index(texts: list[str]) -> list[int]:
+    """For each text, the index of its string among the unique texts (in first-seen order)."""
+    ids = {t: i for i, t in enumerate(dict.fromkeys(texts))}
+    return [ids[t] for t in texts]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -242,13 +357,15 @@ def build_pairs(encoder: CompositeEncoder, cfg: RecipeConfig, align_dir: Path,
                 imagenet_path: Path, wordnet_path: Path, cache: Path):
     tf = encoder.transform
     tower = encoder.model.image_tower
-    rows = read_align(align_dir / "train")
-    paths = [r.path for r in rows]
     feat_dir, tag = cache / "features", cfg.variant
-    pooled = [pooled_features(tower, tf, paths, feat_dir, tag, progress=_progress)]
-    for seed in cfg.aug_views:
-        pooled.append(pooled_features(tower, tf, paths, feat_dir, tag, seed=seed,
-                                      progress=_progress))
+    rows, parts = [], []
+    for data_dir in [align_dir, *map(Path, cfg.extra)]:       # features cached per dataset
+        part = read_align(data_dir / "train")
+        paths = [r.path for r in part]
+        parts.append([pooled_features(tower, tf, paths, feat_dir, tag, seed=seed,
+                                      progress=_progress) for seed in (None, *cfg.aug_views)])
+        rows += part
+    pooled = [np.concatenate([views[v] for views in parts]) for v in range(len(parts[0]))]
     bank, pairs = TextBank(), Pairs()
     n = len(rows)
     for i, row in enumerate(rows):
@@ -258,16 +375,18 @@ def build_pairs(encoder: CompositeEncoder, cfg: RecipeConfig, align_dir: Path,
     X = np.concatenate(pooled)
     if cfg.imagenet_pairs:
         wordnet = read_wordnet_nouns(wordnet_path) if cfg.wordnet else None
-        pseudo = imagenet_pseudo_pooled(encoder, pooled[0])
+        k = max(1, cfg.imagenet_synth)
+        pseudo = (imagenet_synth_pooled(encoder, pooled[0], k, cfg.seed) if cfg.imagenet_synth
+                  else imagenet_pseudo_pooled(encoder, pooled[0]))
         for cls in read_imagenet_classes(imagenet_path):
-            pairs.views.append(np.array([len(X) + cls.index]))
+            pairs.views.append(len(X) + cls.index * k + np.arange(k))
             pairs.captions.append([bank.add(c) for c in
                                    imagenet_captions(cls, wordnet, cfg.templates)])
             pairs.repeats.append(cfg.imagenet_repeats)
         X = np.concatenate([X, pseudo])
     X = head_inputs(encoder, X.astype(np.float32))
     T = bank.features(encoder, cache / "text")
-    return X, T, pairs, len(bank.index)
+    return X, T, pairs, list(bank.index)
 
 
 def validation_set(encoder: CompositeEncoder, cfg: RecipeConfig, align_dir: Path, cache: Path):
@@ -289,12 +408,18 @@ def run(cfg: RecipeConfig, output: Path, align_dir: Path = DEFAULT_ALIGN,
                               description=DESCRIPTION)
     encoder = new_composite(base, tokenizer_path(base), device="cpu", seed=cfg.seed)
     t0 = time.time()
-    X, T, pairs, n_captions = build_pairs(encoder, cfg, align_dir, imagenet_path, wordnet_path,
+    X, T, pairs, bank_texts = build_pairs(encoder, cfg, align_dir, imagenet_path, wordnet_path,
                                           cache)
+    n_captions = len(bank_texts)
     val = validation_set(encoder, cfg, align_dir, cache)
     log.info("features ready in %.0fs: %d image rows, %d captions", time.time() - t0, len(X),
              n_captions)
     best = train_heads(encoder, X, T, pairs, val, cfg)
+    if cfg.text_layers:
+        tower = encoder.model.text_tower
+        first = len(tower.encoder.layer) - cfg.text_layers
+        best["text_start"] = [p.detach().clone() for p in tuned_parameters(tower, first)]
+        best = train_text_tail(encoder, X, bank_texts, pairs, val, cfg, cache, best)
     encoder.save_pretrained(output)
     record = {"recipe": "trainer.recipes.searchkit_lite", "config": asdict(cfg),
               "selected_epoch": best["epoch"], "validation": best["metrics"],
@@ -334,15 +459,28 @@ def parse_args(argv=None) -> tuple[RecipeConfig, argparse.Namespace]:
     p.add_argument("--imagenet-repeats", type=int, default=defaults.imagenet_repeats)
     for flag in ("imagenet-pairs", "wordnet", "templates", "align-extra-captions"):
         p.add_argument(f"--no-{flag}", action="store_true")
+    p.add_argument("--text-layers", type=int, default=defaults.text_layers,
+                   help="unlock the text tower's top N layers in a second phase (0: locked)")
+    p.add_argument("--text-lr", type=float, default=defaults.text_lr)
+    p.add_argument("--text-epochs", type=int, default=defaults.text_epochs)
+    p.add_argument("--imagenet-synth", type=int, default=defaults.imagenet_synth,
+                   help="synthesized pseudo features per ImageNet class (0: classifier rows)")
+    p.add_argument("--extra", type=Path, action="append", default=[],
+                   help="another align-style dataset to train on (its train/ split); "
+                        "scripts/make_extra_pairs.py builds one from registry icon sets")
     p.add_argument("--seed", type=int, default=defaults.seed)
     a = p.parse_args(argv)
     cfg = RecipeConfig(variant=a.variant, features=a.features, epochs=a.epochs, lr=a.lr,
                        batch_size=a.batch_size,
                        aug_views=tuple(int(s) for s in a.aug_views.split(",") if s.strip()),
                        imagenet_pairs=not a.no_imagenet_pairs,
-                       imagenet_repeats=a.imagenet_repeats, wordnet=not a.no_wordnet,
+                       imagenet_repeats=a.imagenet_repeats,
+                       imagenet_synth=a.imagenet_synth,
+                       extra=tuple(str(d) for d in a.extra), wordnet=not a.no_wordnet,
                        templates=not a.no_templates,
-                       align_extra_captions=not a.no_align_extra_captions, seed=a.seed)
+                       align_extra_captions=not a.no_align_extra_captions,
+                       text_layers=a.text_layers, text_lr=a.text_lr, text_epochs=a.text_epochs,
+                       seed=a.seed)
     return cfg, a
 
 
