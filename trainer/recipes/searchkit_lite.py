@@ -334,19 +334,29 @@ def project(encoder: CompositeEncoder, X: np.ndarray, T: np.ndarray) -> tuple[np
     return F.normalize(img, dim=-1).numpy(), F.normalize(txt, dim=-1).numpy()
 
 
-def retrieval_metrics(encoder: CompositeEncoder, X: np.ndarray, T: np.ndarray,
-                      texts: list[str]) -> Metrics:
-    """R@10 both ways; a caption identical to the query's pair counts as correct."""
+def retrieval_hits(encoder: CompositeEncoder, X: np.ndarray, T: np.ndarray,
+                   texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, whether R@10 finds it: (text->image, image->text) boolean arrays.
+
+    A caption identical to the query's pair counts as correct.
+    """
     img, txt = project(encoder, X, T)
     sims = txt @ img.T                          # (texts, images), row i pairs with image i
     ids = {t: i for i, t in enumerate(dict.fromkeys(texts))}
     cap = np.array([ids[t] for t in texts])
     same = cap[:, None] == cap[None, :]         # [text i, image j] correct
     top_t2i = np.argsort(-sims, axis=1)[:, :RECALL_K]
-    t2i = np.mean([same[i, top_t2i[i]].any() for i in range(len(texts))])
+    t2i = np.array([same[i, top_t2i[i]].any() for i in range(len(texts))])
     top_i2t = np.argsort(-sims.T, axis=1)[:, :RECALL_K]
-    i2t = np.mean([same[top_i2t[j], j].any() for j in range(len(texts))])
-    return Metrics(round(100 * float(t2i), 2), round(100 * float(i2t), 2))
+    i2t = np.array([same[top_i2t[j], j].any() for j in range(len(texts))])
+    return t2i, i2t
+
+
+def retrieval_metrics(encoder: CompositeEncoder, X: np.ndarray, T: np.ndarray,
+                      texts: list[str]) -> Metrics:
+    """R@10 both ways, in percent."""
+    t2i, i2t = retrieval_hits(encoder, X, T, texts)
+    return Metrics(round(100 * float(t2i.mean()), 2), round(100 * float(i2t.mean()), 2))
 
 
 # ------------------------------------------------------------------------------------------------
