@@ -81,9 +81,9 @@ class RecipeConfig:
     wordnet: bool = True
     templates: bool = True
     align_extra_captions: bool = True
-    text_layers: int = 0          # unlocked top layers of the text tower (0: locked, heads only)
-    text_lr: float = 5e-5
-    text_epochs: int = 8
+    text_layers: int = 1          # unlocked top layers of the text tower (0: locked, heads only)
+    text_lr: float = 1e-4
+    text_epochs: int = 4
     seed: int = 0
 
 
@@ -472,7 +472,8 @@ def run(cfg: RecipeConfig, output: Path, align_dir: Path = DEFAULT_ALIGN,
 
 
 DESCRIPTION = ("searchkit-lite: EfficientNet-Lite (ImageNet) + all-MiniLM-L6-v2 with contrastive "
-               "projection heads trained by trainer.recipes.searchkit_lite (LiT, locked towers)")
+               "projection heads and the text tower's top layer tuned (LiT: locked image tower), "
+               "trained by trainer.recipes.searchkit_lite")
 
 
 def _progress(i: int, n: int) -> None:
