@@ -38,7 +38,6 @@ import torch.nn.functional as F
 from searchkit.encoders.composite import (FEATURES_POOLED, FEATURES_POOLED_PROBS,
                                           CompositeEncoder, encode_texts_raw, lite_minilm_config,
                                           new_composite, tokenizer_path)
-
 from searchkit.encoders.base import fingerprint_module
 
 from .lite_captions import align_captions, imagenet_captions
@@ -320,8 +319,8 @@ def train_text_tail(encoder: CompositeEncoder, X: np.ndarray, texts: list[str], 
         model.eval()
         T_val = tail_features(tower, first, val_prefix, range(len(val_unique))).numpy()[val_rows]
         m = retrieval_metrics(encoder, val_x, T_val, val_texts)
-        history.append({"epoch": base_epoch + epoch, "phase": "text", "loss": float(np.mean(losses)),
-                        **asdict(m)})
+        history.append({"epoch": base_epoch + epoch, "phase": "text",
+                        "loss": float(np.mean(losses)), **asdict(m)})
         log.info("text epoch %d loss %.3f val t2i R@10 %.1f i2t R@10 %.1f (%.0fs)", epoch,
                  np.mean(losses), m.t2i_r10, m.i2t_r10, time.time() - t0)
         if m.mean > best["metric"]:
@@ -520,13 +519,18 @@ def parse_args(argv=None) -> tuple[RecipeConfig, argparse.Namespace]:
                        imagenet_pairs=not a.no_imagenet_pairs,
                        imagenet_repeats=a.imagenet_repeats,
                        imagenet_synth=a.imagenet_synth,
-                       extra=() if a.no_extra else
-                       tuple(str(d) for d in a.extra) if a.extra else defaults.extra, wordnet=not a.no_wordnet,
+                       extra=_extra_dirs(a, defaults), wordnet=not a.no_wordnet,
                        templates=not a.no_templates,
                        align_extra_captions=not a.no_align_extra_captions,
                        text_layers=a.text_layers, text_lr=a.text_lr, text_epochs=a.text_epochs,
                        seed=a.seed)
     return cfg, a
+
+
+def _extra_dirs(a: argparse.Namespace, defaults: RecipeConfig) -> tuple[str, ...]:
+    if a.no_extra:
+        return ()
+    return tuple(str(d) for d in a.extra) if a.extra else defaults.extra
 
 
 def main(argv=None) -> None:
