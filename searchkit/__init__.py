@@ -9,7 +9,19 @@
 __version__ = "0.1.0"
 
 from .errors import SearchkitError  # noqa: E402
-from .library import Library, LibraryStatus  # noqa: E402
-from .query import Filters, Hit, Query  # noqa: E402
 
 __all__ = ["Library", "LibraryStatus", "Filters", "Hit", "Query", "SearchkitError"]
+
+# The library (SQLAlchemy, FAISS) loads on first use, so that code which only needs an encoder
+# (``searchkit.encoders``, ``searchkit classify``) does not pay for it.
+_LAZY = {"Library": ".library", "LibraryStatus": ".library", "Filters": ".query", "Hit": ".query",
+         "Query": ".query"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
