@@ -80,6 +80,7 @@ class RecipeConfig:
     wordnet: bool = True
     templates: bool = True
     align_extra_captions: bool = True
+    primary_caption_p: float = PRIMARY_CAPTION_P   # chance of the title among an item's captions
     text_layers: int = 1          # unlocked top layers of the text tower (0: locked, heads only)
     text_lr: float = 1e-4
     text_epochs: int = 4
@@ -203,12 +204,13 @@ def clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) -> torc
         return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
 
 
-def sample_epoch(pairs: Pairs, rng: random.Random) -> list[tuple[int, int]]:
+def sample_epoch(pairs: Pairs, rng: random.Random,
+                 primary_p: float = PRIMARY_CAPTION_P) -> list[tuple[int, int]]:
     """One (feature row, caption id) per item and repeat; the title half of the time."""
     out = []
     for views, caps, rep in zip(pairs.views, pairs.captions, pairs.repeats):
         for _ in range(rep):
-            cap = caps[0] if rng.random() < PRIMARY_CAPTION_P or len(caps) == 1 else \
+            cap = caps[0] if rng.random() < primary_p or len(caps) == 1 else \
                 rng.choice(caps[1:])
             out.append((int(rng.choice(views)), cap))
     rng.shuffle(out)
@@ -241,7 +243,7 @@ def train_heads(encoder: CompositeEncoder, X: np.ndarray, T: np.ndarray, pairs: 
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         losses = []
-        for batch in batches(sample_epoch(pairs, rng), cfg.batch_size):
+        for batch in batches(sample_epoch(pairs, rng, cfg.primary_caption_p), cfg.batch_size):
             rows, caps = zip(*batch)
             img = model.image_head(Xt[list(rows)])
             txt = model.text_head(Tt[list(caps)])
@@ -302,7 +304,7 @@ def train_text_tail(encoder: CompositeEncoder, X: np.ndarray, texts: list[str], 
         model.train()
         losses = []
         t0 = time.time()
-        for batch in batches(sample_epoch(pairs, rng), cfg.batch_size):
+        for batch in batches(sample_epoch(pairs, rng, cfg.primary_caption_p), cfg.batch_size):
             rows, caps = zip(*batch)
             img = model.image_head(Xt[list(rows)])
             txt = model.text_head(tail_forward(tower, first, *prefix.batch(caps)))
@@ -511,6 +513,8 @@ def parse_args(argv=None) -> tuple[RecipeConfig, argparse.Namespace]:
                         f"repeatable; default {DEFAULT_EXTRA}, built by "
                         "scripts/make_extra_pairs.py from registry icon/emoji sets when absent)")
     p.add_argument("--no-extra", action="store_true", help="train on align (and ImageNet) only")
+    p.add_argument("--primary-caption-p", type=float, default=defaults.primary_caption_p,
+                   help="chance that an image is paired with its title (else another caption)")
     p.add_argument("--seed", type=int, default=defaults.seed)
     a = p.parse_args(argv)
     cfg = RecipeConfig(variant=a.variant, features=a.features, epochs=a.epochs, lr=a.lr,
@@ -522,6 +526,7 @@ def parse_args(argv=None) -> tuple[RecipeConfig, argparse.Namespace]:
                        extra=_extra_dirs(a, defaults), wordnet=not a.no_wordnet,
                        templates=not a.no_templates,
                        align_extra_captions=not a.no_align_extra_captions,
+                       primary_caption_p=a.primary_caption_p,
                        text_layers=a.text_layers, text_lr=a.text_lr, text_epochs=a.text_epochs,
                        seed=a.seed)
     return cfg, a
