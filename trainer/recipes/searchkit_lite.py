@@ -4,8 +4,9 @@
 
 Locked image tower (EfficientNet-Lite, ImageNet) and text tower (all-MiniLM-L6-v2): each image
 goes through the tower once (cached, plus optional augmented views), each caption once, and the
-linear projection heads are trained contrastively on the cached features. Optionally a second
-phase unlocks the text tower's top layers (``--text-layers``) at a lower learning rate.
+linear projection heads are trained contrastively on the cached features. A second phase then
+unlocks the text tower's top layer (``--text-layers``; 0 keeps it locked) at a lower learning
+rate, and keeps it only if align/validation improves.
 
 Training pairs:
 - ``align/train`` without ``fluent3d`` (titles, keywords, descriptions, categories, templates);
