@@ -31,6 +31,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -229,6 +230,36 @@ def batches(items: list[tuple[int, int]], size: int):
         yield batch
 
 
+def train_epoch(model, Xt: torch.Tensor, encode_text: Callable[[tuple[int, ...]], torch.Tensor],
+                pairs: Pairs, rng: random.Random, cfg: RecipeConfig, optim: tuple,
+                after_step: Callable[[], None] | None = None) -> float:
+    """One contrastive epoch over cached image features; returns the mean loss.
+
+    ``encode_text`` maps a batch's caption ids to text-tower outputs (cached features, or the
+    tuned top layers over cached prefixes); ``optim`` is (optimizer, scheduler, total steps).
+    """
+    opt, sched, steps = optim
+    model.train()
+    losses = []
+    for batch in batches(sample_epoch(pairs, rng, cfg.primary_caption_p), cfg.batch_size):
+        rows, caps = zip(*batch)
+        img = model.image_head(Xt[list(rows)])
+        txt = model.text_head(encode_text(caps))
+        loss = clip_loss(img, txt, model.logit_scale)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if sched.last_epoch < steps - 1:
+            sched.step()
+        if after_step is not None:
+            after_step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        losses.append(loss.item())
+    model.eval()
+    return float(np.mean(losses))
+
+
 def train_heads(encoder: CompositeEncoder, X: np.ndarray, T: np.ndarray, pairs: Pairs,
                 val: tuple[np.ndarray, np.ndarray, list[str]], cfg: RecipeConfig) -> dict:
     model = encoder.model
@@ -242,25 +273,11 @@ def train_heads(encoder: CompositeEncoder, X: np.ndarray, T: np.ndarray, pairs: 
     best = {"metric": -1.0}
     history = []
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        losses = []
-        for batch in batches(sample_epoch(pairs, rng, cfg.primary_caption_p), cfg.batch_size):
-            rows, caps = zip(*batch)
-            img = model.image_head(Xt[list(rows)])
-            txt = model.text_head(Tt[list(caps)])
-            loss = clip_loss(img, txt, model.logit_scale)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if sched.last_epoch < steps - 1:
-                sched.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-            losses.append(loss.item())
-        model.eval()
+        loss = train_epoch(model, Xt, lambda caps: Tt[list(caps)], pairs, rng, cfg,
+                           (opt, sched, steps))
         m = retrieval_metrics(encoder, *val)
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), **asdict(m)})
-        log.info("epoch %d loss %.3f val t2i R@10 %.1f i2t R@10 %.1f", epoch, np.mean(losses),
+        history.append({"epoch": epoch, "loss": loss, **asdict(m)})
+        log.info("epoch %d loss %.3f val t2i R@10 %.1f i2t R@10 %.1f", epoch, loss,
                  m.t2i_r10, m.i2t_r10)
         if m.mean > best["metric"]:
             best = {"metric": m.mean, "epoch": epoch, "metrics": asdict(m),
@@ -302,30 +319,15 @@ def train_text_tail(encoder: CompositeEncoder, X: np.ndarray, texts: list[str], 
     base_epoch = len(history)
     best_state = None
     for epoch in range(1, cfg.text_epochs + 1):
-        model.train()
-        losses = []
         t0 = time.time()
-        for batch in batches(sample_epoch(pairs, rng, cfg.primary_caption_p), cfg.batch_size):
-            rows, caps = zip(*batch)
-            img = model.image_head(Xt[list(rows)])
-            txt = model.text_head(tail_forward(tower, first, *prefix.batch(caps)))
-            loss = clip_loss(img, txt, model.logit_scale)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if sched.last_epoch < steps - 1:
-                sched.step()
-            round_to_half(tuned)
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-            losses.append(loss.item())
-        model.eval()
+        loss = train_epoch(model, Xt, lambda caps: tail_forward(tower, first, *prefix.batch(caps)),
+                           pairs, rng, cfg, (opt, sched, steps),
+                           after_step=lambda: round_to_half(tuned))
         T_val = tail_features(tower, first, val_prefix, range(len(val_unique))).numpy()[val_rows]
         m = retrieval_metrics(encoder, val_x, T_val, val_texts)
-        history.append({"epoch": base_epoch + epoch, "phase": "text",
-                        "loss": float(np.mean(losses)), **asdict(m)})
+        history.append({"epoch": base_epoch + epoch, "phase": "text", "loss": loss, **asdict(m)})
         log.info("text epoch %d loss %.3f val t2i R@10 %.1f i2t R@10 %.1f (%.0fs)", epoch,
-                 np.mean(losses), m.t2i_r10, m.i2t_r10, time.time() - t0)
+                 loss, m.t2i_r10, m.i2t_r10, time.time() - t0)
         if m.mean > best["metric"]:
             best.update(metric=m.mean, epoch=base_epoch + epoch, metrics=asdict(m))
             best_state = {k: v.clone() for k, v in model.state_dict().items()
