@@ -70,6 +70,7 @@ def index_cmd(
         targets = []
     report = _run_with_progress(indexer, targets, json_out)
     _print_report(report, json_out)
+    lib.prepare_fast_queries()  # once per model: later text searches need not import torch
     while watch:
         time.sleep(watch)
         report = indexer.run()

@@ -14,6 +14,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from . import index as faiss_index
+from .encoders import fast_text
 from .encoders.registry import load_encoder
 from .errors import LibraryBusyError, ModelMismatchError, SearchkitError
 from .query import Filters, Hit, Query, build_filter_ids, combine, validate
@@ -77,6 +78,7 @@ class Library:
         self._encoder = encoder
         self._encoder_factory = encoder_factory
         self._index: faiss_index.SearchIndex | None = None
+        self._fast_text: fast_text.FastTextEncoder | None | bool = False  # False: not looked up
         self.last_timings = SearchTimings()
         if encoder is not None:
             self._check_encoder(encoder)
@@ -124,6 +126,29 @@ class Library:
             self._encoder = enc
         return self._encoder
 
+    def _uses_registry(self) -> bool:
+        return self._encoder_factory is load_encoder
+
+    def _query_encoder(self, query: Query) -> "Encoder":
+        """The encoder a query needs: for text-only terms, before torch is loaded, the exported
+        ONNX text side of the model when there is one (see :mod:`fast_text`)."""
+        if self._encoder is None and not query.images and self._uses_registry():
+            if self._fast_text is False:
+                self._fast_text = fast_text.load(self.info.model_name,
+                                                 self.info.model_fingerprint)
+            if self._fast_text is not None:
+                return self._fast_text
+        return self.encoder
+
+    def prepare_fast_queries(self) -> bool:
+        """Export the model's text side for torch-free text queries unless already done
+        (loads the model if needed); whether text queries can now skip torch."""
+        if not self._uses_registry():
+            return False
+        if fast_text.available(self.info.model_name, self.info.model_fingerprint):
+            return True
+        return fast_text.export(self.encoder, self.info.model_name) is not None
+
     def _check_encoder(self, enc: "Encoder") -> None:
         if enc.dim != self.info.dim or enc.fingerprint() != self.info.model_fingerprint:
             raise ModelMismatchError(
@@ -137,6 +162,7 @@ class Library:
         self.store.rebind(encoder.name, encoder.fingerprint(), encoder.dim)
         self.info = self.store.info()
         self._encoder = encoder
+        self._fast_text = False
         self._index = None
 
     @contextmanager
@@ -206,7 +232,7 @@ class Library:
     def query_vector(self, query: Query) -> np.ndarray:
         """The one normalised vector a (possibly combined) query stands for."""
         validate(query)
-        return combine(query, self.encoder, self._stored_vector)
+        return combine(query, self._query_encoder(query), self._stored_vector)
 
     def stored_vector(self, file_id: int) -> np.ndarray:
         """The stored vector of an indexed image ("more like this")."""

@@ -13,6 +13,12 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_dir(tmp_path_factory):
+    """Exported query encoders (searchkit.encoders.fast_text) go to a per-session cache."""
+    os.environ["SEARCHKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("searchkit-cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
     """A tiny random CLIP (width 32, 2 layers, 32 px) saved with its processor."""

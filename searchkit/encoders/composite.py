@@ -16,11 +16,9 @@ touches the network.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
-import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -30,117 +28,21 @@ from torch import nn
 
 from ..errors import EncoderError
 from .base import DualModel, ImageTransform, TorchEncoder
+# the config half lives in composite_config (torch-free); its names are re-exported here
+from .composite_config import (CONFIG_NAME, DEFAULT_LOGIT_SCALE, DEFAULT_MAX_TEXT_TOKENS,  # noqa: F401
+                               FEATURES_POOLED, FEATURES_POOLED_PROBS, FILE_PREFIX,
+                               FORMAT_VERSION, HEADS_FILE, IMAGE_TOWER_FILE, PACKAGE_PREFIX,
+                               TEXT_PATCH_FILE, TEXT_TOWER_FILE, TF_BN_EPS, TF_INCEPTION_MEAN,
+                               TF_INCEPTION_STD, TOKENIZER_FILE, CompositeConfig,
+                               ImageTowerConfig, TextTowerConfig, package_path, read_config,
+                               resolve_ref)
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "searchkit_composite.json"
-HEADS_FILE = "heads.safetensors"
-TOKENIZER_FILE = "tokenizer.json"
-IMAGE_TOWER_FILE = "image_tower.safetensors"
-TEXT_TOWER_FILE = "text_tower.safetensors"
-TEXT_PATCH_FILE = "text_tower_patch.safetensors"
-FORMAT_VERSION = 1
-
-PACKAGE_PREFIX = "package:"
-FILE_PREFIX = "file:"
-
-TF_INCEPTION_MEAN = (0.5, 0.5, 0.5)  # TF EfficientNet-Lite checkpoints expect inputs in [-1, 1]
-TF_INCEPTION_STD = (0.5, 0.5, 0.5)
-TF_BN_EPS = 1e-3
-DEFAULT_LOGIT_SCALE = math.log(1 / 0.07)
-DEFAULT_MAX_TEXT_TOKENS = 64
-
-# Image features a geffnet tower can hand to its head.
-FEATURES_POOLED = "pooled"              # global-average-pooled last feature map
-FEATURES_POOLED_PROBS = "pooled+probs"  # ... concatenated with the classifier's probabilities
-
-
-@dataclass(frozen=True)
-class ImageTowerConfig:
-    arch: str = "tf_efficientnet_lite0"       # a geffnet constructor
-    weights: str | None = None                # package:/file: reference; None = random
-    features: str = FEATURES_POOLED
-    num_classes: int = 1000
-    bn_eps: float = TF_BN_EPS
-
-
-@dataclass(frozen=True)
-class TextTowerConfig:
-    """A BERT encoder (HF ``BertModel`` key names) with mean pooling."""
-
-    vocab_size: int = 30522
-    hidden_size: int = 384
-    num_layers: int = 6
-    num_heads: int = 12
-    intermediate_size: int = 1536
-    max_position: int = 512
-    type_vocab_size: int = 2
-    layer_norm_eps: float = 1e-12
-    normalize: bool = True                    # sentence-transformers' Normalize module
-    max_tokens: int = DEFAULT_MAX_TEXT_TOKENS
-    weights: str | None = None
-    # Tensors that override ``weights`` (the tuned top layers of a LiT-unlocked text tower).
-    patch: str | None = None
-    tokenizer: str = FILE_PREFIX + TOKENIZER_FILE
-
-
-@dataclass(frozen=True)
-class CompositeConfig:
-    image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
-    text: TextTowerConfig = field(default_factory=TextTowerConfig)
-    embed_dim: int = 512
-    image_size: int = 224
-    image_mean: tuple[float, float, float] = TF_INCEPTION_MEAN
-    image_std: tuple[float, float, float] = TF_INCEPTION_STD
-    description: str = ""
-    format_version: int = FORMAT_VERSION
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CompositeConfig":
-        d = dict(d)
-        if d.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
-            raise EncoderError(f"composite format {d['format_version']} is newer than this "
-                               f"searchkit understands ({FORMAT_VERSION}); upgrade searchkit")
-        image = ImageTowerConfig(**d.pop("image", {}))
-        text = TextTowerConfig(**d.pop("text", {}))
-        for key in ("image_mean", "image_std"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(image=image, text=text, **d)
-
 
 # ---------------------------------------------------------------------------------------------
-# Weight references
+# Weights
 # ---------------------------------------------------------------------------------------------
-
-def package_path(ref: str) -> Path:
-    """``package:NAME/rel/path`` -> the file inside the installed package (no import)."""
-    name, _, rel = ref[len(PACKAGE_PREFIX):].partition("/")
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise EncoderError(f"the model needs the Python package {name!r}: "
-                           f"pip install {name.replace('_', '-')}")
-    path = Path(list(spec.submodule_search_locations)[0]) / rel
-    if not path.is_file():
-        raise EncoderError(f"package {name!r} has no file {rel!r} (broken install?)")
-    return path
-
-
-def resolve_ref(ref: str, model_dir: Path | None) -> Path:
-    if ref.startswith(PACKAGE_PREFIX):
-        return package_path(ref)
-    if ref.startswith(FILE_PREFIX):
-        if model_dir is None:
-            raise EncoderError(f"{ref!r} needs a model directory")
-        path = model_dir / ref[len(FILE_PREFIX):]
-        if not path.is_file():
-            raise EncoderError(f"model directory {model_dir} lacks {path.name}")
-        return path
-    raise EncoderError(f"bad weights reference {ref!r} (want package:... or file:...)")
-
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
@@ -537,14 +439,6 @@ def _keeps_reference(tower: nn.Module, ref: str | None, by_order: bool) -> bool:
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().float().cpu().contiguous() if v.is_floating_point()
             else v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-
-
-def read_config(model_dir: str | os.PathLike) -> CompositeConfig:
-    path = Path(model_dir) / CONFIG_NAME
-    try:
-        return CompositeConfig.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError) as e:
-        raise EncoderError(f"cannot read {path}: {e}") from e
 
 
 def load_composite(model_dir: str | os.PathLike, device: str | None = None) -> CompositeEncoder:
