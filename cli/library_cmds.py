@@ -298,6 +298,8 @@ def status_cmd(library: Optional[Path] = LibraryOption, json_out: bool = JsonOpt
     out.print(f"library   {st.directory}", highlight=False)
     out.print(f"model     {st.model_name} (fingerprint {st.model_fingerprint[:12]}, "
               f"dim {st.dim})", highlight=False)
+    out.print(f"queries   text encoded with {st.text_queries}"
+              + (" (no torch import)" if st.text_queries == "onnx" else ""), highlight=False)
     out.print(f"images    {st.indexed} indexed, {st.skipped} skipped", highlight=False)
     out.print(f"index     {st.index_kind} on {st.index_device}, {st.index_state}"
               + (" (an index run is in progress)" if st.busy else ""), highlight=False)

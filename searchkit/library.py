@@ -51,6 +51,7 @@ class LibraryStatus:
     index_state: str          # "fresh", "stale" or "missing"
     index_device: str
     busy: bool                # an index run holds the write lock
+    text_queries: str = "torch"  # "onnx": text queries skip torch (see encoders.fast_text)
     skipped_files: list[SkippedFile] = field(default_factory=list)
 
 
@@ -312,7 +313,9 @@ class Library:
             schema_version=self.info.schema_version, indexed=counts.get(STATUS_OK, 0),
             skipped=counts.get(STATUS_SKIPPED, 0), roots=self.store.roots(), index_kind=kind,
             index_state=state, index_device="gpu" if faiss_index.gpu_count() else "cpu",
-            busy=self.is_busy(), skipped_files=skipped)
+            busy=self.is_busy(), skipped_files=skipped,
+            text_queries="onnx" if self._uses_registry() and fast_text.available(
+                self.info.model_name, self.info.model_fingerprint) else "torch")
 
     def get(self, file_id: int) -> File | None:
         return self.store.get_file(file_id)

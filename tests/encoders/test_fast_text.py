@@ -51,6 +51,7 @@ def test_export_matches_torch_and_is_reused(model_dir):
 
 def test_text_query_uses_it_and_ranks_like_torch(indexed):
     fresh = Library.open(indexed.directory)
+    assert fresh.status().text_queries == "onnx"
     q = Query.text("a red photo")
     assert isinstance(fresh._query_encoder(q), fast_text.FastTextEncoder)
     fast_hits = fresh.search(q, k=6)
@@ -76,6 +77,7 @@ def test_disabled_or_missing_runtime(indexed, monkeypatch):
     info = indexed.info
     monkeypatch.setenv(fast_text.DISABLE_ENV, "0")
     assert fast_text.load(info.model_name, info.model_fingerprint) is None
+    assert indexed.status().text_queries == "torch"
     assert not indexed.prepare_fast_queries()
     monkeypatch.delenv(fast_text.DISABLE_ENV)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # not installed
