@@ -1,12 +1,12 @@
-"""A whole one-off ``searchkit search "..."`` process, torch path vs the ONNX text path, one run.
+"""Whole one-off ``searchkit search "..."`` / ``similar`` processes: torch vs ONNX, one run.
 
     python bench/bench_cli_search.py [--model searchkit-lite] [--images 32] [--runs 5]
 
 Indexes a folder of generated JPEGs into a temporary library (which also exports the model's
-text side for torch-free queries, in a temporary cache), then times fresh ``searchkit search``
-processes from start to exit, alternating SEARCHKIT_FAST_QUERIES=0 (the model loads in torch)
-and the default (text encoded with onnxruntime). Prints the medians, the ratio, and checks that
-both give the same hits.
+query side for torch-free queries, in a temporary cache), then times fresh ``searchkit search``
+(text) and ``searchkit similar`` (image) processes from start to exit, alternating
+SEARCHKIT_FAST_QUERIES=0 (the model loads in torch) and the default (onnxruntime). Prints the
+medians, the ratios, and whether both paths give the same hits.
 """
 
 from __future__ import annotations
@@ -52,21 +52,23 @@ def main() -> None:
                                args.model, env=env)
         print(f"index {args.images} images + export: {t_index:.1f} s")
         paths = {"torch": dict(env, SEARCHKIT_FAST_QUERIES="0"), "onnx": env}
-        times: dict[str, list[float]] = {k: [] for k in paths}
-        hits: dict[str, list] = {k: [] for k in paths}
-        for i in range(args.runs):
-            q = QUERIES[i % len(QUERIES)]
-            for name, e in paths.items():
-                dt, out = searchkit("search", q, "--library", lib, "--json", env=e)
-                times[name].append(dt)
-                hits[name].append([(h["path"], round(h["score"], 4)) for h in json.loads(out)])
-        med = {k: float(np.median(v)) for k, v in times.items()}
-        for k, v in times.items():
-            print(f"{k:6s} fresh `searchkit search` process: median {med[k]:.2f} s "
-                  f"(runs: {', '.join(f'{x:.2f}' for x in v)})")
-        print(f"ratio onnx/torch: {med['onnx'] / med['torch']:.2f}")
-        print("same hits on both paths:", hits["torch"] == hits["onnx"])
-
+        images = sorted((work / "images").glob("*.jpg"))
+        for command in ("search", "similar"):
+            times: dict[str, list[float]] = {k: [] for k in paths}
+            hits: dict[str, list] = {k: [] for k in paths}
+            for i in range(args.runs):
+                q = QUERIES[i % len(QUERIES)] if command == "search" else str(images[i])
+                for name, e in paths.items():
+                    dt, out = searchkit(command, q, "--library", lib, "--json", env=e)
+                    times[name].append(dt)
+                    hits[name].append([(h["path"], round(h["score"], 4))
+                                       for h in json.loads(out)])
+            med = {k: float(np.median(v)) for k, v in times.items()}
+            for k, v in times.items():
+                print(f"{k:6s} fresh `searchkit {command}` process: median {med[k]:.2f} s "
+                      f"(runs: {', '.join(f'{x:.2f}' for x in v)})")
+            print(f"{command}: ratio onnx/torch {med['onnx'] / med['torch']:.2f}; "
+                  f"same hits on both paths: {hits['torch'] == hits['onnx']}")
 
 if __name__ == "__main__":
     main()

@@ -70,7 +70,7 @@ def index_cmd(
         targets = []
     report = _run_with_progress(indexer, targets, json_out)
     _print_report(report, json_out)
-    lib.prepare_fast_queries()  # once per model: later text searches need not import torch
+    lib.prepare_fast_queries()  # once per model: later searches need not import torch
     while watch:
         time.sleep(watch)
         report = indexer.run()
@@ -298,8 +298,8 @@ def status_cmd(library: Optional[Path] = LibraryOption, json_out: bool = JsonOpt
     out.print(f"library   {st.directory}", highlight=False)
     out.print(f"model     {st.model_name} (fingerprint {st.model_fingerprint[:12]}, "
               f"dim {st.dim})", highlight=False)
-    out.print(f"queries   text encoded with {st.text_queries}"
-              + (" (no torch import)" if st.text_queries == "onnx" else ""), highlight=False)
+    out.print(f"queries   encoded with {st.queries}"
+              + (" (no torch import)" if st.queries == "onnx" else ""), highlight=False)
     out.print(f"images    {st.indexed} indexed, {st.skipped} skipped", highlight=False)
     out.print(f"index     {st.index_kind} on {st.index_device}, {st.index_state}"
               + (" (an index run is in progress)" if st.busy else ""), highlight=False)

@@ -14,7 +14,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from . import index as faiss_index
-from .encoders import fast_text
+from .encoders import fast_query
 from .encoders.registry import load_encoder
 from .errors import LibraryBusyError, ModelMismatchError, SearchkitError
 from .query import Filters, Hit, Query, build_filter_ids, combine, validate
@@ -51,7 +51,7 @@ class LibraryStatus:
     index_state: str          # "fresh", "stale" or "missing"
     index_device: str
     busy: bool                # an index run holds the write lock
-    text_queries: str = "torch"  # "onnx": text queries skip torch (see encoders.fast_text)
+    queries: str = "torch"    # "onnx": queries are encoded without torch (encoders.fast_query)
     skipped_files: list[SkippedFile] = field(default_factory=list)
 
 
@@ -79,7 +79,7 @@ class Library:
         self._encoder = encoder
         self._encoder_factory = encoder_factory
         self._index: faiss_index.SearchIndex | None = None
-        self._fast_text: fast_text.FastTextEncoder | None | bool = False  # False: not looked up
+        self._fast: fast_query.FastQueryEncoder | None | bool = False  # False: not looked up
         self.last_timings = SearchTimings()
         if encoder is not None:
             self._check_encoder(encoder)
@@ -130,25 +130,24 @@ class Library:
     def _uses_registry(self) -> bool:
         return self._encoder_factory is load_encoder
 
-    def _query_encoder(self, query: Query) -> "Encoder":
-        """The encoder a query needs: for text-only terms, before torch is loaded, the exported
-        ONNX text side of the model when there is one (see :mod:`fast_text`)."""
-        if self._encoder is None and not query.images and self._uses_registry():
-            if self._fast_text is False:
-                self._fast_text = fast_text.load(self.info.model_name,
-                                                 self.info.model_fingerprint)
-            if self._fast_text is not None:
-                return self._fast_text
+    def _query_encoder(self) -> "Encoder":
+        """The encoder for queries: while torch is not loaded, the model's exported ONNX query
+        side when there is one (see :mod:`fast_query`), else the model itself."""
+        if self._encoder is None and self._uses_registry():
+            if self._fast is False:
+                self._fast = fast_query.load(self.info.model_name, self.info.model_fingerprint)
+            if self._fast is not None:
+                return self._fast
         return self.encoder
 
     def prepare_fast_queries(self) -> bool:
-        """Export the model's text side for torch-free text queries unless already done
-        (loads the model if needed); whether text queries can now skip torch."""
+        """Export the model's query side for torch-free queries unless already done (loads the
+        model if needed); whether queries can now skip torch."""
         if not self._uses_registry():
             return False
-        if fast_text.available(self.info.model_name, self.info.model_fingerprint):
+        if fast_query.available(self.info.model_name, self.info.model_fingerprint):
             return True
-        return fast_text.export(self.encoder, self.info.model_name) is not None
+        return fast_query.export(self.encoder, self.info.model_name) is not None
 
     def _check_encoder(self, enc: "Encoder") -> None:
         if enc.dim != self.info.dim or enc.fingerprint() != self.info.model_fingerprint:
@@ -163,7 +162,7 @@ class Library:
         self.store.rebind(encoder.name, encoder.fingerprint(), encoder.dim)
         self.info = self.store.info()
         self._encoder = encoder
-        self._fast_text = False
+        self._fast = False
         self._index = None
 
     @contextmanager
@@ -233,7 +232,7 @@ class Library:
     def query_vector(self, query: Query) -> np.ndarray:
         """The one normalised vector a (possibly combined) query stands for."""
         validate(query)
-        return combine(query, self._query_encoder(query), self._stored_vector)
+        return combine(query, self._query_encoder(), self._stored_vector)
 
     def stored_vector(self, file_id: int) -> np.ndarray:
         """The stored vector of an indexed image ("more like this")."""
@@ -314,7 +313,7 @@ class Library:
             skipped=counts.get(STATUS_SKIPPED, 0), roots=self.store.roots(), index_kind=kind,
             index_state=state, index_device="gpu" if faiss_index.gpu_count() else "cpu",
             busy=self.is_busy(), skipped_files=skipped,
-            text_queries="onnx" if self._uses_registry() and fast_text.available(
+            queries="onnx" if self._uses_registry() and fast_query.available(
                 self.info.model_name, self.info.model_fingerprint) else "torch")
 
     def get(self, file_id: int) -> File | None:

@@ -15,7 +15,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache_dir(tmp_path_factory):
-    """Exported query encoders (searchkit.encoders.fast_text) go to a per-session cache."""
+    """Exported query encoders (searchkit.encoders.fast_query) go to a per-session cache."""
     os.environ["SEARCHKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("searchkit-cache"))
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -25,6 +24,7 @@ log = logging.getLogger(__name__)
 
 
 from ..errors import EncoderError  # noqa: F401  (re-exported)
+from .transform import ImageTransform  # noqa: F401  (re-exported; torch-free)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -37,32 +37,6 @@ def pick_device(device: str | None = None) -> str:
     if device:
         return device
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@dataclass(frozen=True)
-class ImageTransform:
-    """Eval-time image preprocessing as plain data: resize shortest side, centre crop, normalise."""
-
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    resample: int = Image.BICUBIC
-    crop: bool = True
-
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        image = image.convert("RGB")
-        w, h = image.size
-        if self.crop:
-            scale = self.size / min(w, h)
-            nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))
-            image = image.resize((nw, nh), self.resample)
-            left, top = (nw - self.size) // 2, (nh - self.size) // 2
-            image = image.crop((left, top, left + self.size, top + self.size))
-        else:
-            image = image.resize((self.size, self.size), self.resample)
-        arr = np.asarray(image, dtype=np.float32) / 255.0
-        arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
 class DualModel(torch.nn.Module):

@@ -1,18 +1,19 @@
-"""Fast text queries: a composite model's text side exported to ONNX and run without torch.
+"""Fast queries: a composite model's two encoders exported to ONNX and run without torch.
 
 ``import torch`` alone takes 2-2.7 s on a small machine, more than the whole budget of a
-one-off ``searchkit search "..."`` process. A text query needs only the text tower, its head and
-the tokenizer, so after an index run (which has the torch model loaded anyway) searchkit exports
-exactly that to ONNX once per model, in the user's cache directory. A later text-only query
-runs it with ``onnxruntime`` and never imports torch. Image queries, and any model that is not
-a composite one, take the torch path as before.
+one-off ``searchkit search "..."`` process. A query needs only inference: the text tower, the
+image tower, their heads, the tokenizer and the (numpy) image transform. So after an index run
+(which has the torch model loaded anyway) searchkit exports exactly that to ONNX, once per
+model, in the user's cache directory; a later ``searchkit search`` / ``similar`` runs it with
+``onnxruntime`` and never imports torch. Models that are not composite ones (hub CLIP/SigLIP)
+take the torch path as before.
 
 Safety: an entry is keyed by a *stamp* of every file the model's weights come from (its
 config, heads, text patch and tokenizer by content; referenced package files by path, size and
 mtime), and records the weights fingerprint it was exported from. It is used only when the stamp
 of the model as installed now matches and the fingerprint equals the library's, so a changed
 model falls back to torch (which then reports the change). Each export is checked against the
-torch encoder on probe texts before it is kept.
+torch encoder on probe texts and images before it is kept.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 
 from . import composite_config as cc
 from .registry import resolve
+from .transform import ImageTransform
 
 if TYPE_CHECKING:
     from .composite import CompositeEncoder
@@ -38,11 +40,13 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "SEARCHKIT_CACHE_DIR"
 DISABLE_ENV = "SEARCHKIT_FAST_QUERIES"   # "0" turns the fast path off
-ENTRY_FORMAT = 1
-MODEL_FILE = "text.onnx"
+ENTRY_FORMAT = 2
+TEXT_FILE = "text.onnx"
+IMAGE_FILE = "image.onnx"
 META_FILE = "meta.json"
 PROBE_TEXTS = ("a red bicycle leaning on a wall", "dog", "",
                "two people walking on a beach at sunset with a kite in the sky " * 4)
+PROBE_IMAGES = 3
 MAX_EXPORT_ERROR = 1e-4  # max |onnx - torch| over the probe embeddings (unit vectors)
 
 
@@ -86,40 +90,69 @@ def entry_dir(stamp: str) -> Path:
     return cache_root() / stamp[:32]
 
 
-class FastTextEncoder:
-    """Text -> normalised vectors with onnxruntime; the text half of the :class:`Encoder`
-    interface (``encode_texts``, ``dim``, ``name``, ``fingerprint``)."""
+class FastQueryEncoder:
+    """The query half of the :class:`Encoder` interface (``encode_texts``, ``encode_images``,
+    ``preprocess``, ``encode_pixels``, ``dim``, ``name``, ``fingerprint``) on onnxruntime."""
 
     def __init__(self, name: str, directory: Path, meta: dict):
         import onnxruntime as ort
         from tokenizers import Tokenizer
         self.name = name
+        self.directory = directory
         self.dim = int(meta["dim"])
         self._fingerprint = str(meta["fingerprint"])
         self.batch_size = 64
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = min(4, os.cpu_count() or 1)
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(directory / MODEL_FILE), opts,
-                                            providers=["CPUExecutionProvider"])
+        t = meta["image"]
+        self.transform = ImageTransform(int(t["size"]), tuple(t["mean"]), tuple(t["std"]),
+                                        int(t["resample"]), bool(t["crop"]))
+        self._ort = ort
+        self._sessions: dict[str, object] = {}
         self.tok = Tokenizer.from_file(str(directory / cc.TOKENIZER_FILE))
         pad_id = self.tok.token_to_id("[PAD]")
         self.tok.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
         self.tok.enable_truncation(max_length=int(meta["max_tokens"]))
+
+    def _session(self, file: str):
+        """Sessions start on first use: a text query never loads the image tower."""
+        if file not in self._sessions:
+            opts = self._ort.SessionOptions()
+            opts.intra_op_num_threads = min(4, os.cpu_count() or 1)
+            opts.log_severity_level = 3
+            self._sessions[file] = self._ort.InferenceSession(
+                str(self.directory / file), opts, providers=["CPUExecutionProvider"])
+        return self._sessions[file]
 
     def fingerprint(self) -> str:
         return self._fingerprint
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         texts = [str(t) for t in texts]
-        outs = [np.zeros((0, self.dim), np.float32)]
+        outs = []
         for i in range(0, len(texts), self.batch_size):
             enc = self.tok.encode_batch(texts[i:i + self.batch_size])
-            feed = {"input_ids": np.array([e.ids for e in enc], np.int64),
-                    "attention_mask": np.array([e.attention_mask for e in enc], np.int64)}
-            outs.append(self.session.run(None, feed)[0].astype(np.float32))
-        v = np.concatenate(outs)
-        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+            outs.append(self._session(TEXT_FILE).run(None, {
+                "input_ids": np.array([e.ids for e in enc], np.int64),
+                "attention_mask": np.array([e.attention_mask for e in enc], np.int64)})[0])
+        return _normalised(outs, self.dim)
+
+    def preprocess(self, image) -> np.ndarray:
+        return self.transform(image)
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        pixels = np.ascontiguousarray(pixels, np.float32)
+        outs = [self._session(IMAGE_FILE).run(None, {"pixel_values": pixels[i:i + self.batch_size]})[0]
+                for i in range(0, len(pixels), self.batch_size)]
+        return _normalised(outs, self.dim)
+
+    def encode_images(self, images) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        return self.encode_pixels(np.stack([self.preprocess(im) for im in images]))
+
+
+def _normalised(outs: list[np.ndarray], dim: int) -> np.ndarray:
+    v = np.concatenate(outs).astype(np.float32) if outs else np.zeros((0, dim), np.float32)
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
 
 def _entry(model: str, fingerprint: str) -> tuple[Path, dict] | None:
@@ -136,16 +169,16 @@ def _entry(model: str, fingerprint: str) -> tuple[Path, dict] | None:
     return directory, meta
 
 
-def load(model: str, fingerprint: str) -> FastTextEncoder | None:
-    """The fast text encoder of ``model`` (a registry name or directory) if one was exported
+def load(model: str, fingerprint: str) -> FastQueryEncoder | None:
+    """The fast query encoder of ``model`` (a registry name or directory) if one was exported
     for exactly these weights and onnxruntime is installed; otherwise None (use torch)."""
     if not enabled():
         return None
     try:
         found = _entry(model, fingerprint)
-        return None if found is None else FastTextEncoder(model, *found)
+        return None if found is None else FastQueryEncoder(model, *found)
     except Exception as e:  # noqa: BLE001 - any trouble here only means "use torch"
-        log.debug("fast text path unavailable for %s: %s", model, e)
+        log.debug("fast query path unavailable for %s: %s", model, e)
         return None
 
 
@@ -157,27 +190,27 @@ def available(model: str, fingerprint: str) -> bool:
         return False
 
 
-def _text_module(encoder: "CompositeEncoder"):
+def _query_modules(encoder: "CompositeEncoder"):
+    """CPU float copies of (text side, image side), each ending in L2 normalisation."""
     import copy
 
     import torch
 
-    class TextEmbedding(torch.nn.Module):
+    class Normalised(torch.nn.Module):
         def __init__(self, tower, head):
             super().__init__()
-            self.tower, self.head = tower, head
+            self.tower, self.head = copy.deepcopy(tower), copy.deepcopy(head)
 
-        def forward(self, input_ids, attention_mask):
-            return torch.nn.functional.normalize(self.head(self.tower(input_ids, attention_mask)),
-                                                 dim=-1)
+        def forward(self, *inputs):
+            return torch.nn.functional.normalize(self.head(self.tower(*inputs)), dim=-1)
 
-    model = encoder.model
-    return TextEmbedding(copy.deepcopy(model.text_tower), copy.deepcopy(model.text_head)) \
-        .float().cpu().eval()
+    m = encoder.model
+    return tuple(Normalised(t, h).float().cpu().eval()
+                 for t, h in ((m.text_tower, m.text_head), (m.image_tower, m.image_head)))
 
 
 def export(encoder: "CompositeEncoder", model: str) -> Path | None:
-    """Export ``encoder``'s text side for ``model`` unless present; returns the entry or None
+    """Export ``encoder``'s query side for ``model`` unless present; returns the entry or None
     (no composite model, onnx/onnxruntime missing, or the export failed its check)."""
     if not enabled():
         return None
@@ -191,20 +224,23 @@ def export(encoder: "CompositeEncoder", model: str) -> Path | None:
         import onnx  # noqa: F401  (torch.onnx.export needs it)
         import onnxruntime  # noqa: F401
     except ImportError as e:
-        log.info("fast text queries need onnx and onnxruntime (%s)", e)
+        log.info("fast queries need onnx and onnxruntime (%s)", e)
         return None
     except Exception as e:  # noqa: BLE001
-        log.warning("cannot prepare fast text queries for %s: %s", model, e)
+        log.warning("cannot prepare fast queries for %s: %s", model, e)
         return None
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
     try:
         _export_into(encoder, tmp)
-        meta = json.loads((tmp / META_FILE).read_text())
-        check = FastTextEncoder(model, tmp, meta).encode_texts(PROBE_TEXTS)
-        err = float(np.abs(check - encoder.encode_texts(PROBE_TEXTS)).max())
-        if not err <= MAX_EXPORT_ERROR:
-            raise ValueError(f"exported text encoder differs from torch by {err:.2e}")
+        fast = FastQueryEncoder(model, tmp, json.loads((tmp / META_FILE).read_text()))
+        pixels = _probe_pixels(encoder)
+        for what, got, want in (
+                ("text", fast.encode_texts(PROBE_TEXTS), encoder.encode_texts(PROBE_TEXTS)),
+                ("image", fast.encode_pixels(pixels), encoder.encode_pixels(pixels))):
+            err = float(np.abs(got - want).max())
+            if not err <= MAX_EXPORT_ERROR:
+                raise ValueError(f"exported {what} encoder differs from torch by {err:.2e}")
         try:
             tmp.rename(target)
         except OSError:  # another process exported it first
@@ -212,27 +248,42 @@ def export(encoder: "CompositeEncoder", model: str) -> Path | None:
                 raise
         return target
     except Exception as e:  # noqa: BLE001 - never fail the caller over an optimisation
-        log.warning("fast text queries disabled for %s: %s", model, e)
+        log.warning("fast queries disabled for %s: %s", model, e)
         return None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _probe_pixels(encoder: "CompositeEncoder") -> np.ndarray:
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    size = encoder.image_size
+    return np.stack([encoder.preprocess(Image.fromarray(
+        rng.integers(0, 256, (size + 7 * i, size, 3), dtype=np.uint8))) for i in range(PROBE_IMAGES)])
 
 
 def _export_into(encoder: "CompositeEncoder", directory: Path) -> None:
     import warnings
 
     import torch
-    module = _text_module(encoder)
+    text, image = _query_modules(encoder)
     sample = encoder.tokenizer(list(PROBE_TEXTS[:2]))
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (sample["input_ids"], sample["attention_mask"]),
-                          str(directory / MODEL_FILE), input_names=["input_ids", "attention_mask"],
+        torch.onnx.export(text, (sample["input_ids"], sample["attention_mask"]),
+                          str(directory / TEXT_FILE), input_names=["input_ids", "attention_mask"],
                           output_names=["embedding"], opset_version=17, dynamo=False,
                           dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
                                         "attention_mask": {0: "batch", 1: "tokens"},
                                         "embedding": {0: "batch"}})
+        torch.onnx.export(image, (torch.from_numpy(_probe_pixels(encoder)[:1]),),
+                          str(directory / IMAGE_FILE), input_names=["pixel_values"],
+                          output_names=["embedding"], opset_version=17, dynamo=False,
+                          dynamic_axes={"pixel_values": {0: "batch"}, "embedding": {0: "batch"}})
     shutil.copyfile(encoder.tokenizer.path, directory / cc.TOKENIZER_FILE)
+    t = encoder.transform
     meta = {"format": ENTRY_FORMAT, "fingerprint": encoder.fingerprint(), "dim": encoder.dim,
-            "max_tokens": encoder.config.text.max_tokens}
+            "max_tokens": encoder.config.text.max_tokens,
+            "image": {"size": t.size, "mean": list(t.mean), "std": list(t.std),
+                      "resample": int(t.resample), "crop": t.crop}}
     (directory / META_FILE).write_text(json.dumps(meta, indent=2))

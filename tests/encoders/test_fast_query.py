@@ -1,0 +1,122 @@
+"""The torch-free query path: a composite model's encoders exported to ONNX."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from indexer import Indexer
+from searchkit import Library, Query
+from searchkit.encoders import fast_query, load_encoder
+from searchkit.encoders.composite import HEADS_FILE, make_tiny_composite
+from tests.helpers import make_photos
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+TEXTS = ["red", "a red bicycle leaning on a wall", "", "blue " * 200]
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    return make_tiny_composite(tmp_path / "model")
+
+
+@pytest.fixture
+def indexed(tmp_path, model_dir):
+    """A library of a few images on the tiny composite, its fast path exported."""
+    photos = make_photos(tmp_path / "photos", 6)
+    lib = Library.open(tmp_path / "lib", model=str(model_dir), create=True)
+    lib.photos = photos
+    Indexer(lib).run([str(tmp_path / "photos")])
+    assert lib.prepare_fast_queries()
+    return lib
+
+
+def test_export_matches_torch_and_is_reused(model_dir, tmp_path):
+    enc = load_encoder(str(model_dir))
+    entry = fast_query.export(enc, str(model_dir))
+    assert entry is not None and (entry / fast_query.TEXT_FILE).is_file()
+    fast = fast_query.load(str(model_dir), enc.fingerprint())
+    assert isinstance(fast, fast_query.FastQueryEncoder)
+    got, want = fast.encode_texts(TEXTS), enc.encode_texts(TEXTS)
+    assert got.shape == want.shape == (len(TEXTS), enc.dim)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    images = [Image.open(p) for p in make_photos(tmp_path / "q", 3, size=(50, 31))]
+    np.testing.assert_allclose(fast.encode_images(images), enc.encode_images(images), atol=1e-5)
+    assert fast.encode_texts([]).shape == fast.encode_images([]).shape == (0, enc.dim)
+    mtime = (entry / fast_query.TEXT_FILE).stat().st_mtime_ns
+    assert fast_query.export(enc, str(model_dir)) == entry  # present: not exported again
+    assert (entry / fast_query.TEXT_FILE).stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize("kind", ["text", "image", "both"])
+def test_queries_use_it_and_rank_like_torch(indexed, kind):
+    photo = indexed.photos[2]
+    q = Query(texts=[("a red photo", 1.0)] if kind != "image" else [],
+              images=[(str(photo), 0.7)] if kind != "text" else [])
+    fresh = Library.open(indexed.directory)
+    assert fresh.status().queries == "onnx"
+    fast_hits = fresh.search(q, k=6)
+    assert isinstance(fresh._query_encoder(), fast_query.FastQueryEncoder)
+    assert fresh._encoder is None  # torch model never loaded
+    torch_hits = Library.open(indexed.directory, encoder=indexed.encoder).search(q, k=6)
+    assert [h.path for h in fast_hits] == [h.path for h in torch_hits]
+    np.testing.assert_allclose([h.score for h in fast_hits], [h.score for h in torch_hits],
+                               atol=1e-5)
+
+
+def test_changed_model_falls_back_to_torch(indexed, model_dir):
+    info = indexed.info
+    assert fast_query.load(info.model_name, info.model_fingerprint) is not None
+    assert fast_query.load(info.model_name, "another-fingerprint") is None
+    heads = model_dir / HEADS_FILE
+    heads.write_bytes(heads.read_bytes() + b" ")  # any change to a weights file
+    assert fast_query.load(info.model_name, info.model_fingerprint) is None
+
+
+def test_disabled_or_missing_runtime(indexed, monkeypatch):
+    info = indexed.info
+    monkeypatch.setenv(fast_query.DISABLE_ENV, "0")
+    assert fast_query.load(info.model_name, info.model_fingerprint) is None
+    assert indexed.status().queries == "torch"
+    assert not indexed.prepare_fast_queries()
+    monkeypatch.delenv(fast_query.DISABLE_ENV)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # not installed
+    assert fast_query.load(info.model_name, info.model_fingerprint) is None
+
+
+def test_hub_models_are_not_exported(tiny_clip_dir, tiny_encoder):
+    assert fast_query.export(tiny_encoder, str(tiny_clip_dir)) is None
+    assert fast_query.load(str(tiny_clip_dir), tiny_encoder.fingerprint()) is None
+
+
+@pytest.mark.parametrize("side", ["encode_texts", "encode_pixels"])
+def test_a_bad_export_is_not_kept(tmp_path, monkeypatch, side):
+    model_dir = make_tiny_composite(tmp_path / "other", seed=7)  # weights no other test exports
+    enc = load_encoder(str(model_dir))
+    real = getattr(enc, side)
+    monkeypatch.setattr(enc, side, lambda x: -real(x))  # torch disagrees with the export
+    assert fast_query.export(enc, str(model_dir)) is None
+    assert fast_query.load(str(model_dir), enc.fingerprint()) is None
+    assert not [p for p in fast_query.cache_root().iterdir() if p.name.startswith(".export-")]
+
+
+@pytest.mark.parametrize("args", [["search", "red"], ["similar", "PHOTO"]])
+def test_cli_queries_do_not_import_torch(indexed, args):
+    photo = indexed.photos[0]
+    argv = ["searchkit", *[str(photo) if a == "PHOTO" else a for a in args],
+            "--library", str(indexed.directory), "--json"]
+    code = (f"import sys; from cli.main import main; sys.argv = {argv!r}\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    hits = json.loads(run.stdout)
+    assert len(hits) == 6
+    if args[0] == "similar":
+        assert hits[0]["path"] == str(photo)
