@@ -229,8 +229,12 @@ def export(encoder: "CompositeEncoder", model: str) -> Path | None:
     except Exception as e:  # noqa: BLE001
         log.warning("cannot prepare fast queries for %s: %s", model, e)
         return None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
+    except OSError as e:
+        log.warning("fast queries disabled for %s: cannot write %s (%s)", model, target.parent, e)
+        return None
     try:
         _export_into(encoder, tmp)
         fast = FastQueryEncoder(model, tmp, json.loads((tmp / META_FILE).read_text()))

@@ -105,6 +105,15 @@ def test_a_bad_export_is_not_kept(tmp_path, monkeypatch, side):
     assert not [p for p in fast_query.cache_root().iterdir() if p.name.startswith(".export-")]
 
 
+def test_unwritable_cache_only_turns_the_fast_path_off(model_dir, tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setenv(fast_query.CACHE_ENV, str(blocker))  # the cache dir cannot be created
+    enc = load_encoder(str(model_dir))
+    assert fast_query.export(enc, str(model_dir)) is None
+    assert fast_query.load(str(model_dir), enc.fingerprint()) is None
+
+
 @pytest.mark.parametrize("args", [["search", "red"], ["similar", "PHOTO"]])
 def test_cli_queries_do_not_import_torch(indexed, args):
     photo = indexed.photos[0]
