@@ -55,7 +55,18 @@ SOURCES: dict[str, tuple[str, str, str]] = {
     "fxemoji": ("@iconify-json/fxemoji", "1.2.2", "emoji"),
     "streamline-emojis": ("@iconify-json/streamline-emojis", "1.2.4", "emoji"),
     "game-icons": ("@iconify-json/game-icons", "1.2.4", "game"),
+    # colour icon sets and a monochrome emoji style (kind "name": text = the icon's name)
+    "flat-color-icons": ("@iconify-json/flat-color-icons", "1.2.3", "name"),
+    "streamline-ultimate-color": ("@iconify-json/streamline-ultimate-color", "1.2.2", "name"),
+    "streamline-freehand-color": ("@iconify-json/streamline-freehand-color", "1.2.2", "name"),
+    "icon-park": ("@iconify-json/icon-park", "1.2.4", "name"),
+    "emojione-monotone": ("@iconify-json/emojione-monotone", "1.2.1", "emoji"),
 }
+# The sets built by default (the bundled model's training data) and the sets whose names make
+# the lexicon that reads run-together names; fixed, so that adding a set changes no caption.
+DEFAULT_SOURCES = ("openmoji", "emojione-v1", "emojione", "fxemoji", "streamline-emojis",
+                   "game-icons")
+LEXICON_SOURCES = DEFAULT_SOURCES
 EMOJIBASE = ("emojibase-data", "17.0.0")
 
 # Held out for evaluation: never build training pairs from these.
@@ -78,16 +89,16 @@ class DeniedSourceError(ValueError):
 
 
 def check_allowed(*names: str) -> None:
-    """Raise DeniedSourceError if any of the names matches the denylist."""
+    """Raise DeniedSourceError if any of the names matches the denylist: at the start of a word
+    ("@iconify-json/noto-v1", "Tux Paint", "fluentui") or with the separators dropped
+    ("tuxpaint"), but not inside another word ("emojione-monotone" is not Noto)."""
     for name in names:
         low = (name or "").lower()
-        squashed = re.sub(r"[^a-z0-9]", "", low)
         for bad in DENYLIST:
-            if bad in low or re.sub(r"[^a-z0-9]", "", bad) in squashed:
+            word = "[^a-z0-9]*".join(map(re.escape, re.split(r"[^a-z0-9]+", bad)))
+            if re.search(rf"(?<![a-z]){word}", low):
                 raise DeniedSourceError(f"source {name!r} is held out for evaluation ({bad})")
 
-
-# ---------------------------------------------------------------- npm cache
 
 def _tgz_name(package: str, version: str) -> str:
     return f"{package.lstrip('@').replace('/', '-')}-{version}.tgz"
@@ -349,7 +360,7 @@ def emoji_pair(key: str, lexicon: EmojiLexicon, hexcode: str | None = None) -> P
     return Pair(key, text, keywords)
 
 
-def game_pair(key: str) -> Pair | None:
+def name_pair(key: str) -> Pair | None:
     base = strip_variant_suffix(key)
     if is_code_name(key) or is_code_name(base):
         return None
@@ -380,7 +391,7 @@ def convert_iconify_set(icon_set: dict, source: str, kind: str, train_dir: Path,
         icon = icon_set["icons"][key]
         if icon.get("hidden"):
             continue
-        pair = emoji_pair(key, lexicon, hex_by_name.get(key)) if kind == "emoji" else game_pair(key)
+        pair = emoji_pair(key, lexicon, hex_by_name.get(key)) if kind == "emoji" else name_pair(key)
         if pair is None:
             continue
         rel = f"{source}/{file_hash(source, key)}.jpg"
@@ -448,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--output", type=Path, default=Path("/work/cache/data/extra"))
     ap.add_argument("--cache", type=Path, default=Path("/work/cache/npm"))
-    ap.add_argument("--sources", default=",".join(SOURCES),
+    ap.add_argument("--sources", default=",".join(DEFAULT_SOURCES),
                     help="comma-separated subset of: " + ", ".join(SOURCES))
     ap.add_argument("--limit", type=int, default=None, help="max images per source (for quick runs)")
     args = ap.parse_args(argv)
@@ -460,19 +471,21 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown source {name!r}")
     t0 = time.time()
 
-    tgzs = {name: fetch_package(SOURCES[name][0], SOURCES[name][1], args.cache) for name in SOURCES}
+    tgzs = {name: fetch_package(SOURCES[name][0], SOURCES[name][1], args.cache)
+            for name in dict.fromkeys([*LEXICON_SOURCES, *names])}
     eb_tgz = fetch_package(*EMOJIBASE, args.cache)
     icon_sets = {name: read_tar_json(tgz, "icons.json") for name, tgz in tgzs.items()}
 
     # Hyphenated names of all emoji sets help to read run-together names (fxemoji).
     alt_names: dict[str, str] = {}
-    for name in sorted(SOURCES):
+    for name in sorted(LEXICON_SOURCES):
         if SOURCES[name][2] != "emoji":
             continue
         for key in sorted(icon_sets[name]["icons"]):
             if "-" in key and not is_skin_tone_variant(key):
                 alt_names.setdefault(norm(key), strip_variant_suffix(key).replace("-", " "))
-    extra_text = [key.replace("-", " ") for name in sorted(SOURCES) if SOURCES[name][2] == "game"
+    extra_text = [key.replace("-", " ") for name in sorted(LEXICON_SOURCES)
+                  if SOURCES[name][2] == "game"
                   for key in sorted(icon_sets[name]["icons"])]
     lexicon = EmojiLexicon.from_package(eb_tgz, alt_names, extra_text)
 

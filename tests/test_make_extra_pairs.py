@@ -96,7 +96,8 @@ def test_game_icons_rows(mep, tmp_path):
 
 @pytest.mark.parametrize("name", ["twemoji", "@iconify-json/twemoji", "fluent-emoji-3d", "fluent3d",
                                   "noto", "noto-v1", "@iconify-json/noto-v1", "scikit-image",
-                                  "tuxpaint", "Tux Paint", "cifar10"])
+                                  "tuxpaint", "Tux Paint", "cifar10", "@fluentui/svg-icons",
+                                  "emoji-datasource-twitter", "noto-color-emoji"])
 def test_denylist_refuses(mep, tmp_path, name):
     with pytest.raises(mep.DeniedSourceError):
         mep.check_allowed(name)
@@ -111,6 +112,7 @@ def test_denylist_allows_sources(mep):
     for name, (package, _, _) in mep.SOURCES.items():
         mep.check_allowed(name, package)
     assert not set(mep.SOURCES) & {"twemoji", "noto", "fluent3d"}
+    mep.check_allowed("emojione-monotone", "@iconify-json/streamline-freehand-color")
 
 
 def test_name_helpers(mep):
