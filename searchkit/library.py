@@ -143,8 +143,8 @@ class Library:
     def prepare_fast_queries(self) -> bool:
         """Export the model's query side for torch-free queries unless already done (loads the
         model if needed); whether queries can now skip torch."""
-        if not self._uses_registry():
-            return False
+        if not self._uses_registry() or not fast_query.supported(self.info.model_name):
+            return False  # without loading a model that could not be exported anyway
         if fast_query.available(self.info.model_name, self.info.model_fingerprint):
             return True
         return fast_query.export(self.encoder, self.info.model_name) is not None

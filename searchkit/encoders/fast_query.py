@@ -155,6 +155,14 @@ def _normalised(outs: list[np.ndarray], dim: int) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
 
+def supported(model: str) -> bool:
+    """Whether ``model`` is of a kind this path can export (a composite model)."""
+    try:
+        return enabled() and resolve(model)[0] == "composite"
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def _entry(model: str, fingerprint: str) -> tuple[Path, dict] | None:
     family, source = resolve(model)
     if family != "composite":

@@ -89,9 +89,15 @@ def test_disabled_or_missing_runtime(indexed, monkeypatch):
     assert fast_query.load(info.model_name, info.model_fingerprint) is None
 
 
-def test_hub_models_are_not_exported(tiny_clip_dir, tiny_encoder):
+def test_hub_models_are_not_exported(tiny_clip_dir, tiny_encoder, tmp_path):
+    assert not fast_query.supported(str(tiny_clip_dir))
     assert fast_query.export(tiny_encoder, str(tiny_clip_dir)) is None
     assert fast_query.load(str(tiny_clip_dir), tiny_encoder.fingerprint()) is None
+    lib = Library.open(tmp_path / "lib", model=str(tiny_clip_dir), create=True,
+                       encoder=tiny_encoder)
+    lib = Library.open(lib.directory)
+    assert not lib.prepare_fast_queries()
+    assert lib._encoder is None  # the hub model was not loaded just to find that out
 
 
 @pytest.mark.parametrize("side", ["encode_texts", "encode_pixels"])
