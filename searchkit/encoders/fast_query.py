@@ -48,6 +48,7 @@ PROBE_TEXTS = ("a red bicycle leaning on a wall", "dog", "",
                "two people walking on a beach at sunset with a kite in the sky " * 4)
 PROBE_IMAGES = 3
 MAX_EXPORT_ERROR = 1e-4  # max |onnx - torch| over the probe embeddings (unit vectors)
+KEEP_ENTRIES = 6  # exports kept in the cache (~115 MB each for searchkit-lite), most recently used
 
 
 def enabled() -> bool:
@@ -184,7 +185,10 @@ def load(model: str, fingerprint: str) -> FastQueryEncoder | None:
         return None
     try:
         found = _entry(model, fingerprint)
-        return None if found is None else FastQueryEncoder(model, *found)
+        if found is None:
+            return None
+        _touch(found[0] / META_FILE)
+        return FastQueryEncoder(model, *found)
     except Exception as e:  # noqa: BLE001 - any trouble here only means "use torch"
         log.debug("fast query path unavailable for %s: %s", model, e)
         return None
@@ -258,12 +262,35 @@ def export(encoder: "CompositeEncoder", model: str) -> Path | None:
         except OSError:  # another process exported it first
             if not (target / META_FILE).is_file():
                 raise
+        prune(keep=KEEP_ENTRIES)
         return target
     except Exception as e:  # noqa: BLE001 - never fail the caller over an optimisation
         log.warning("fast queries disabled for %s: %s", model, e)
         return None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)  # marks the entry as used, for prune()
+    except OSError:
+        pass
+
+
+def prune(keep: int = KEEP_ENTRIES) -> list[Path]:
+    """Remove all but the ``keep`` most recently used exports; returns what was removed."""
+    entries = []
+    for d in cache_root().iterdir() if cache_root().is_dir() else []:
+        try:
+            entries.append(((d / META_FILE).stat().st_mtime, d))
+        except OSError:
+            continue  # an export in progress, or not ours
+    entries.sort(reverse=True)
+    removed = [d for _, d in entries[keep:]]
+    for d in removed:
+        shutil.rmtree(d, ignore_errors=True)
+    return removed
 
 
 def _probe_pixels(encoder: "CompositeEncoder") -> np.ndarray:

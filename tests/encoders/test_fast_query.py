@@ -120,6 +120,21 @@ def test_unwritable_cache_only_turns_the_fast_path_off(model_dir, tmp_path, monk
     assert fast_query.load(str(model_dir), enc.fingerprint()) is None
 
 
+def test_prune_keeps_the_most_recently_used(tmp_path, monkeypatch):
+    import os
+    monkeypatch.setenv(fast_query.CACHE_ENV, str(tmp_path / "cache"))
+    root = fast_query.cache_root()
+    for i in range(4):
+        (root / f"e{i}").mkdir(parents=True)
+        (root / f"e{i}" / fast_query.META_FILE).write_text("{}")
+        os.utime(root / f"e{i}" / fast_query.META_FILE, (1000 + i, 1000 + i))
+    (root / ".export-abc").mkdir()  # in progress: no meta yet, never removed
+    os.utime(root / "e0" / fast_query.META_FILE, (2000, 2000))  # e0 was used last
+    removed = fast_query.prune(keep=2)
+    assert sorted(p.name for p in removed) == ["e1", "e2"]
+    assert sorted(p.name for p in root.iterdir()) == [".export-abc", "e0", "e3"]
+
+
 @pytest.mark.parametrize("args", [["search", "red"], ["similar", "PHOTO"]])
 def test_cli_queries_do_not_import_torch(indexed, args):
     photo = indexed.photos[0]
