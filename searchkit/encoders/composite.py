@@ -34,8 +34,8 @@ from .composite_config import (CONFIG_NAME, DEFAULT_LOGIT_SCALE, DEFAULT_MAX_TEX
                                FORMAT_VERSION, HEADS_FILE, IMAGE_TOWER_FILE, PACKAGE_PREFIX,
                                TEXT_PATCH_FILE, TEXT_TOWER_FILE, TF_BN_EPS, TF_INCEPTION_MEAN,
                                TF_INCEPTION_STD, TOKENIZER_FILE, CompositeConfig,
-                               ImageTowerConfig, TextTowerConfig, package_path, read_config,
-                               resolve_ref)
+                               ImageTowerConfig, TextTowerConfig, load_tokenizer, package_path,
+                               read_config, resolve_ref)
 
 log = logging.getLogger(__name__)
 
@@ -316,12 +316,8 @@ class WordPieceTokenizer:
     """A ``tokenizers`` tokenizer padding to the longest text, truncating to ``max_tokens``."""
 
     def __init__(self, path: Path, max_tokens: int):
-        from tokenizers import Tokenizer
         self.path = path
-        self.tok = Tokenizer.from_file(str(path))
-        pad_id = self.tok.token_to_id("[PAD]")
-        self.tok.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
-        self.tok.enable_truncation(max_length=max_tokens)
+        self.tok = load_tokenizer(path, max_tokens)
 
     def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
         enc = self.tok.encode_batch([str(t) for t in texts])

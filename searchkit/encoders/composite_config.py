@@ -130,3 +130,14 @@ def read_config(model_dir: str | os.PathLike) -> CompositeConfig:
         return CompositeConfig.from_dict(json.loads(path.read_text()))
     except (OSError, ValueError, TypeError) as e:
         raise EncoderError(f"cannot read {path}: {e}") from e
+
+
+def load_tokenizer(path: Path, max_tokens: int):
+    """A ``tokenizers`` WordPiece tokenizer padding to the longest text, truncating to
+    ``max_tokens`` (shared by the torch encoder and the ONNX query path)."""
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(str(path))
+    pad_id = tok.token_to_id("[PAD]")
+    tok.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
+    tok.enable_truncation(max_length=max_tokens)
+    return tok

@@ -9,8 +9,8 @@ model, in the user's cache directory; a later ``searchkit search`` / ``similar``
 take the torch path as before.
 
 Safety: an entry is keyed by a *stamp* of every file the model's weights come from (its
-config, heads, text patch and tokenizer by content; referenced package files by path, size and
-mtime), and records the weights fingerprint it was exported from. It is used only when the stamp
+config, heads, text patch and tokenizer by content; tower weights, which are large, by path,
+size and modification time), and records the weights fingerprint it was exported from. It is used only when the stamp
 of the model as installed now matches and the fingerprint equals the library's, so a changed
 model falls back to torch (which then reports the change). Each export is checked against the
 torch encoder on probe texts and images before it is kept.
@@ -63,14 +63,18 @@ def cache_root() -> Path:
     return Path(user_cache_dir("searchkit")) / "query-encoders"
 
 
+HASH_LIMIT = 8 << 20  # files up to this size are stamped by content, larger ones by stat
+
+
 def _ref_part(ref: str | None, model_dir: Path) -> str:
     if not ref:
         return "none"
     path = cc.resolve_ref(ref, model_dir)
-    if ref.startswith(cc.FILE_PREFIX):
+    st = path.stat()
+    if st.st_size <= HASH_LIMIT:
         return f"{ref}:{hashlib.sha256(path.read_bytes()).hexdigest()}"
-    st = path.stat()  # a package file: hashing ~90 MB would cost more than the query
-    return f"{ref}:{path}:{st.st_size}:{st.st_mtime_ns}"
+    # a tower's weights (~20-90 MB): hashing them would cost more than the query itself
+    return f"{ref}:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def model_stamp(model_dir: str | os.PathLike) -> str:
@@ -97,7 +101,6 @@ class FastQueryEncoder:
 
     def __init__(self, name: str, directory: Path, meta: dict):
         import onnxruntime as ort
-        from tokenizers import Tokenizer
         self.name = name
         self.directory = directory
         self.dim = int(meta["dim"])
@@ -108,10 +111,7 @@ class FastQueryEncoder:
                                         int(t["resample"]), bool(t["crop"]))
         self._ort = ort
         self._sessions: dict[str, object] = {}
-        self.tok = Tokenizer.from_file(str(directory / cc.TOKENIZER_FILE))
-        pad_id = self.tok.token_to_id("[PAD]")
-        self.tok.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
-        self.tok.enable_truncation(max_length=int(meta["max_tokens"]))
+        self.tok = cc.load_tokenizer(directory / cc.TOKENIZER_FILE, int(meta["max_tokens"]))
 
     def _session(self, file: str):
         """Sessions start on first use: a text query never loads the image tower."""
