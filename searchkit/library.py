@@ -232,7 +232,13 @@ class Library:
     def query_vector(self, query: Query) -> np.ndarray:
         """The one normalised vector a (possibly combined) query stands for."""
         validate(query)
-        return combine(query, self._query_encoder(), self._stored_vector)
+        encoder = self._query_encoder()
+        try:
+            return combine(query, encoder, self._stored_vector)
+        except fast_query.FastQueryError as e:
+            log.warning("%s; encoding queries with torch", e)
+            self._fast = None
+            return combine(query, self.encoder, self._stored_vector)
 
     def stored_vector(self, file_id: int) -> np.ndarray:
         """The stored vector of an indexed image ("more like this")."""

@@ -95,6 +95,10 @@ def entry_dir(stamp: str) -> Path:
     return cache_root() / stamp[:32]
 
 
+class FastQueryError(RuntimeError):
+    """The exported encoder cannot run (e.g. a damaged cache entry): use torch instead."""
+
+
 class FastQueryEncoder:
     """The query half of the :class:`Encoder` interface (``encode_texts``, ``encode_images``,
     ``preprocess``, ``encode_pixels``, ``dim``, ``name``, ``fingerprint``) on onnxruntime."""
@@ -119,9 +123,20 @@ class FastQueryEncoder:
             opts = self._ort.SessionOptions()
             opts.intra_op_num_threads = min(4, os.cpu_count() or 1)
             opts.log_severity_level = 3
-            self._sessions[file] = self._ort.InferenceSession(
-                str(self.directory / file), opts, providers=["CPUExecutionProvider"])
+            try:
+                self._sessions[file] = self._ort.InferenceSession(
+                    str(self.directory / file), opts, providers=["CPUExecutionProvider"])
+            except Exception as e:  # noqa: BLE001 - a damaged export: drop it, re-export later
+                shutil.rmtree(self.directory, ignore_errors=True)
+                raise FastQueryError(f"cannot load {self.directory / file}: {e}") from e
         return self._sessions[file]
+
+    def _run(self, file: str, feed: dict) -> np.ndarray:
+        session = self._session(file)
+        try:
+            return session.run(None, feed)[0]
+        except Exception as e:  # noqa: BLE001
+            raise FastQueryError(f"{self.directory / file} failed: {e}") from e
 
     def fingerprint(self) -> str:
         return self._fingerprint
@@ -131,9 +146,9 @@ class FastQueryEncoder:
         outs = []
         for i in range(0, len(texts), self.batch_size):
             enc = self.tok.encode_batch(texts[i:i + self.batch_size])
-            outs.append(self._session(TEXT_FILE).run(None, {
+            outs.append(self._run(TEXT_FILE, {
                 "input_ids": np.array([e.ids for e in enc], np.int64),
-                "attention_mask": np.array([e.attention_mask for e in enc], np.int64)})[0])
+                "attention_mask": np.array([e.attention_mask for e in enc], np.int64)}))
         return _normalised(outs, self.dim)
 
     def preprocess(self, image) -> np.ndarray:
@@ -141,7 +156,7 @@ class FastQueryEncoder:
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         pixels = np.ascontiguousarray(pixels, np.float32)
-        outs = [self._session(IMAGE_FILE).run(None, {"pixel_values": pixels[i:i + self.batch_size]})[0]
+        outs = [self._run(IMAGE_FILE, {"pixel_values": pixels[i:i + self.batch_size]})
                 for i in range(0, len(pixels), self.batch_size)]
         return _normalised(outs, self.dim)
 
@@ -257,6 +272,7 @@ def export(encoder: "CompositeEncoder", model: str) -> Path | None:
             err = float(np.abs(got - want).max())
             if not err <= MAX_EXPORT_ERROR:
                 raise ValueError(f"exported {what} encoder differs from torch by {err:.2e}")
+        _fsync_tree(tmp)  # complete on disk before it becomes visible
         try:
             tmp.rename(target)
         except OSError:  # another process exported it first
@@ -269,6 +285,17 @@ def export(encoder: "CompositeEncoder", model: str) -> Path | None:
         return None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync_tree(directory: Path) -> None:
+    for path in directory.iterdir():
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _touch(path: Path) -> None:

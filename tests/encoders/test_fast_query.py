@@ -69,6 +69,17 @@ def test_queries_use_it_and_rank_like_torch(indexed, kind):
                                atol=1e-5)
 
 
+def test_a_damaged_export_falls_back_to_torch_and_is_redone(indexed):
+    entry = fast_query.load(indexed.info.model_name, indexed.info.model_fingerprint).directory
+    (entry / fast_query.TEXT_FILE).write_bytes(b"not an onnx model")  # e.g. a torn write
+    fresh = Library.open(indexed.directory)
+    hits = fresh.search(Query.text("red"), k=6)
+    want = Library.open(indexed.directory, encoder=indexed.encoder).search(Query.text("red"), k=6)
+    assert [h.path for h in hits] == [h.path for h in want]
+    assert fresh._encoder is not None and not entry.exists()  # torch answered; entry dropped
+    assert fresh.prepare_fast_queries() and (entry / fast_query.TEXT_FILE).is_file()
+
+
 def test_changed_model_falls_back_to_torch(indexed, model_dir):
     info = indexed.info
     assert fast_query.load(info.model_name, info.model_fingerprint) is not None
