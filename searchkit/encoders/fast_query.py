@@ -263,12 +263,11 @@ def export(encoder: "CompositeEncoder", model: str) -> Path | None:
         log.warning("fast queries disabled for %s: cannot write %s (%s)", model, target.parent, e)
         return None
     try:
-        _export_into(encoder, tmp)
+        want_texts, want_images = _export_into(encoder, tmp)
         fast = FastQueryEncoder(model, tmp, json.loads((tmp / META_FILE).read_text()))
-        pixels = _probe_pixels(encoder)
         for what, got, want in (
-                ("text", fast.encode_texts(PROBE_TEXTS), encoder.encode_texts(PROBE_TEXTS)),
-                ("image", fast.encode_pixels(pixels), encoder.encode_pixels(pixels))):
+                ("text", fast.encode_texts(PROBE_TEXTS), want_texts),
+                ("image", fast.encode_pixels(_probe_pixels(encoder)), want_images)):
             err = float(np.abs(got - want).max())
             if not err <= MAX_EXPORT_ERROR:
                 raise ValueError(f"exported {what} encoder differs from torch by {err:.2e}")
@@ -324,28 +323,34 @@ def _probe_pixels(encoder: "CompositeEncoder") -> np.ndarray:
     from PIL import Image
     rng = np.random.default_rng(0)
     size = encoder.image_size
-    return np.stack([encoder.preprocess(Image.fromarray(
-        rng.integers(0, 256, (size + 7 * i, size, 3), dtype=np.uint8))) for i in range(PROBE_IMAGES)])
+    images = [Image.fromarray(rng.integers(0, 256, (size + 7 * i, size, 3), dtype=np.uint8))
+              for i in range(PROBE_IMAGES)]
+    return np.stack([encoder.preprocess(im) for im in images])
 
 
-def _export_into(encoder: "CompositeEncoder", directory: Path) -> None:
+def _export_into(encoder: "CompositeEncoder", directory: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Write the entry; return what the exported (CPU, float32) torch modules give for the
+    probe texts and images, which the ONNX files must reproduce."""
     import warnings
 
     import torch
     text, image = _query_modules(encoder)
-    sample = encoder.tokenizer(list(PROBE_TEXTS[:2]))
+    tokens = encoder.tokenizer(list(PROBE_TEXTS))
+    pixels = torch.from_numpy(_probe_pixels(encoder))
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(text, (sample["input_ids"], sample["attention_mask"]),
+        torch.onnx.export(text, (tokens["input_ids"][:2], tokens["attention_mask"][:2]),
                           str(directory / TEXT_FILE), input_names=["input_ids", "attention_mask"],
                           output_names=["embedding"], opset_version=17, dynamo=False,
                           dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
                                         "attention_mask": {0: "batch", 1: "tokens"},
                                         "embedding": {0: "batch"}})
-        torch.onnx.export(image, (torch.from_numpy(_probe_pixels(encoder)[:1]),),
-                          str(directory / IMAGE_FILE), input_names=["pixel_values"],
-                          output_names=["embedding"], opset_version=17, dynamo=False,
+        torch.onnx.export(image, (pixels[:1],), str(directory / IMAGE_FILE),
+                          input_names=["pixel_values"], output_names=["embedding"],
+                          opset_version=17, dynamo=False,
                           dynamic_axes={"pixel_values": {0: "batch"}, "embedding": {0: "batch"}})
+        want = (text(tokens["input_ids"], tokens["attention_mask"]).numpy(),
+                image(pixels).numpy())
     shutil.copyfile(encoder.tokenizer.path, directory / cc.TOKENIZER_FILE)
     t = encoder.transform
     meta = {"format": ENTRY_FORMAT, "fingerprint": encoder.fingerprint(), "dim": encoder.dim,
@@ -353,3 +358,4 @@ def _export_into(encoder: "CompositeEncoder", directory: Path) -> None:
             "image": {"size": t.size, "mean": list(t.mean), "std": list(t.std),
                       "resample": int(t.resample), "crop": t.crop}}
     (directory / META_FILE).write_text(json.dumps(meta, indent=2))
+    return want
