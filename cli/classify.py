@@ -88,14 +88,15 @@ def classify_cmd(
     Examples: searchkit classify photos/ --labels "cat,dog,bird";
     searchkit classify cifar10-test/ --accuracy --template "a photo of a {}." --json
     """
-    from searchkit.encoders import DEFAULT_MODEL, load_encoder
+    from searchkit.encoders import DEFAULT_MODEL, fast_query, load_encoder
     from searchkit.classify import classify_images, evaluate_folder
     label_list = _labels(labels, labels_file)
     if accuracy and len(paths) != 1:
         raise UserError("--accuracy takes one folder whose subfolders are the labels")
     if not accuracy and not label_list:
         raise UserError("give --labels or --labels-file (or --accuracy on a labelled folder)")
-    encoder = load_encoder(model or DEFAULT_MODEL)
+    # the model's ONNX export (made by an index run) when there is one: no torch import
+    encoder = fast_query.load(model or DEFAULT_MODEL) or load_encoder(model or DEFAULT_MODEL)
     with _progress_bar("classifying") as bar:
         task = bar.add_task("classify", total=None)
 

@@ -125,6 +125,9 @@ def class_text_embeddings(encoder: "Encoder", labels: Sequence[str],
 
 def logit_scale_of(encoder: "Encoder") -> float:
     """The model's learned temperature when it has one (CLIP's is 100), else 100."""
+    exported = getattr(encoder, "logit_scale", None)  # the ONNX query path records it
+    if isinstance(exported, float):
+        return min(DEFAULT_LOGIT_SCALE, exported)
     model = getattr(encoder, "model", None)
     param = getattr(model, "logit_scale", None)
     if param is None:

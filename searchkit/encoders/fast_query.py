@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "SEARCHKIT_CACHE_DIR"
 DISABLE_ENV = "SEARCHKIT_FAST_QUERIES"   # "0" turns the fast path off
-ENTRY_FORMAT = 2
+ENTRY_FORMAT = 3
 TEXT_FILE = "text.onnx"
 IMAGE_FILE = "image.onnx"
 META_FILE = "meta.json"
@@ -109,6 +109,7 @@ class FastQueryEncoder:
         self.directory = directory
         self.dim = int(meta["dim"])
         self._fingerprint = str(meta["fingerprint"])
+        self.logit_scale = float(meta["logit_scale"])  # exp of the learned log-temperature
         self.batch_size = 64
         t = meta["image"]
         self.transform = ImageTransform(int(t["size"]), tuple(t["mean"]), tuple(t["std"]),
@@ -179,7 +180,7 @@ def supported(model: str) -> bool:
         return False
 
 
-def _entry(model: str, fingerprint: str) -> tuple[Path, dict] | None:
+def _entry(model: str, fingerprint: str | None) -> tuple[Path, dict] | None:
     family, source = resolve(model)
     if family != "composite":
         return None
@@ -188,14 +189,15 @@ def _entry(model: str, fingerprint: str) -> tuple[Path, dict] | None:
         meta = json.loads((directory / META_FILE).read_text())
     except FileNotFoundError:
         return None
-    if meta.get("fingerprint") != fingerprint or meta.get("format") != ENTRY_FORMAT:
+    if meta.get("format") != ENTRY_FORMAT or fingerprint not in (None, meta.get("fingerprint")):
         return None
     return directory, meta
 
 
-def load(model: str, fingerprint: str) -> FastQueryEncoder | None:
+def load(model: str, fingerprint: str | None = None) -> FastQueryEncoder | None:
     """The fast query encoder of ``model`` (a registry name or directory) if one was exported
-    for exactly these weights and onnxruntime is installed; otherwise None (use torch)."""
+    from the model's files as they are now (and, given ``fingerprint``, from exactly those
+    weights) and onnxruntime is installed; otherwise None (use torch)."""
     if not enabled():
         return None
     try:
@@ -355,6 +357,7 @@ def _export_into(encoder: "CompositeEncoder", directory: Path) -> tuple[np.ndarr
     t = encoder.transform
     meta = {"format": ENTRY_FORMAT, "fingerprint": encoder.fingerprint(), "dim": encoder.dim,
             "max_tokens": encoder.config.text.max_tokens,
+            "logit_scale": float(encoder.model.logit_scale.detach().float().exp()),
             "image": {"size": t.size, "mean": list(t.mean), "std": list(t.std),
                       "resample": int(t.resample), "crop": t.crop}}
     (directory / META_FILE).write_text(json.dumps(meta, indent=2))

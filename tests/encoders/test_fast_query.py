@@ -80,6 +80,18 @@ def test_a_damaged_export_falls_back_to_torch_and_is_redone(indexed):
     assert fresh.prepare_fast_queries() and (entry / fast_query.TEXT_FILE).is_file()
 
 
+def test_classify_on_the_export_matches_torch(indexed, model_dir):
+    from searchkit.classify import classify_images
+    fast = fast_query.load(str(model_dir))  # no library: the model's files are the key
+    assert fast is not None and fast.logit_scale > 0
+    labels = ["red", "green", "blue", "a photo"]
+    got, _ = classify_images(fast, indexed.photos, labels)
+    want, _ = classify_images(indexed.encoder, indexed.photos, labels)
+    assert [p.label for p in got] == [p.label for p in want]
+    np.testing.assert_allclose([p.probability for p in got], [p.probability for p in want],
+                               atol=1e-4)
+
+
 def test_changed_model_falls_back_to_torch(indexed, model_dir):
     info = indexed.info
     assert fast_query.load(info.model_name, info.model_fingerprint) is not None
@@ -147,11 +159,14 @@ def test_prune_keeps_the_most_recently_used(tmp_path, monkeypatch):
     assert sorted(p.name for p in root.iterdir()) == [".export-abc", "e0", "e3"]
 
 
-@pytest.mark.parametrize("args", [["search", "red"], ["similar", "PHOTO"]])
+@pytest.mark.parametrize("args", [["search", "red"], ["similar", "PHOTO"],
+                                  ["classify", "PHOTO", "--labels", "red,blue", "--model", "MODEL"]])
 def test_cli_queries_do_not_import_torch(indexed, args):
     photo = indexed.photos[0]
-    argv = ["searchkit", *[str(photo) if a == "PHOTO" else a for a in args],
-            "--library", str(indexed.directory), "--json"]
+    fill = {"PHOTO": str(photo), "MODEL": indexed.info.model_name}
+    argv = ["searchkit", *[fill.get(a, a) for a in args], "--json"]
+    if args[0] != "classify":
+        argv += ["--library", str(indexed.directory)]
     code = (f"import sys; from cli.main import main; sys.argv = {argv!r}\n"
             "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
             "assert 'torch' not in sys.modules, 'torch was imported'")
@@ -159,6 +174,6 @@ def test_cli_queries_do_not_import_torch(indexed, args):
                          timeout=120)
     assert run.returncode == 0, run.stderr
     hits = json.loads(run.stdout)
-    assert len(hits) == 6
+    assert len(hits) == (1 if args[0] == "classify" else 6)
     if args[0] == "similar":
         assert hits[0]["path"] == str(photo)
