@@ -29,8 +29,9 @@ from torch import nn
 from ..errors import EncoderError
 from .base import DualModel, ImageTransform, TorchEncoder
 # the config half lives in composite_config (torch-free); its names are re-exported here
-from .composite_config import (CONFIG_NAME, DEFAULT_LOGIT_SCALE, DEFAULT_MAX_TEXT_TOKENS,  # noqa: F401
-                               FEATURES_POOLED, FEATURES_POOLED_PROBS, FILE_PREFIX,
+from .composite_config import (CONFIG_NAME, DEFAULT_LOGIT_SCALE,  # noqa: F401
+                               DEFAULT_MAX_TEXT_TOKENS, FEATURES_POOLED,
+                               FEATURES_POOLED_PROBS, FILE_PREFIX,
                                FORMAT_VERSION, HEADS_FILE, IMAGE_TOWER_FILE, PACKAGE_PREFIX,
                                TEXT_PATCH_FILE, TEXT_TOWER_FILE, TF_BN_EPS, TF_INCEPTION_MEAN,
                                TF_INCEPTION_STD, TOKENIZER_FILE, CompositeConfig,

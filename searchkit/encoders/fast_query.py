@@ -4,16 +4,17 @@
 one-off ``searchkit search "..."`` process. A query needs only inference: the text tower, the
 image tower, their heads, the tokenizer and the (numpy) image transform. So after an index run
 (which has the torch model loaded anyway) searchkit exports exactly that to ONNX, once per
-model, in the user's cache directory; a later ``searchkit search`` / ``similar`` runs it with
-``onnxruntime`` and never imports torch. Models that are not composite ones (hub CLIP/SigLIP)
-take the torch path as before.
+model, in the user's cache directory; a later ``searchkit search`` / ``similar`` / ``classify``
+runs it with ``onnxruntime`` and never imports torch. Models that are not composite ones
+(hub CLIP/SigLIP) take the torch path as before.
 
 Safety: an entry is keyed by a *stamp* of every file the model's weights come from (its
 config, heads, text patch and tokenizer by content; tower weights, which are large, by path,
-size and modification time), and records the weights fingerprint it was exported from. It is used only when the stamp
-of the model as installed now matches and the fingerprint equals the library's, so a changed
-model falls back to torch (which then reports the change). Each export is checked against the
-torch encoder on probe texts and images before it is kept.
+size and modification time), and records the weights fingerprint it was exported from. It is
+used only when the stamp of the model as installed now matches (and, for a library, the
+fingerprint equals the library's), so a changed model falls back to torch, which then reports
+the change. Each export is checked against the torch modules it came from on probe texts and
+images before it is kept, and written to disk (fsync) before it is renamed into place.
 """
 
 from __future__ import annotations

@@ -160,7 +160,8 @@ def test_prune_keeps_the_most_recently_used(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("args", [["search", "red"], ["similar", "PHOTO"],
-                                  ["classify", "PHOTO", "--labels", "red,blue", "--model", "MODEL"]])
+                                  ["classify", "PHOTO", "--labels", "red,blue",
+                                   "--model", "MODEL"]])
 def test_cli_queries_do_not_import_torch(indexed, args):
     photo = indexed.photos[0]
     fill = {"PHOTO": str(photo), "MODEL": indexed.info.model_name}
