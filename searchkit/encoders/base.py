@@ -24,13 +24,7 @@ log = logging.getLogger(__name__)
 
 
 from ..errors import EncoderError  # noqa: F401  (re-exported)
-from .transform import ImageTransform  # noqa: F401  (re-exported; torch-free)
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+from .transform import ImageTransform, l2_normalize  # noqa: F401  (torch-free; re-exported)
 
 
 def pick_device(device: str | None = None) -> str:

@@ -32,7 +32,7 @@ import numpy as np
 
 from . import composite_config as cc
 from .registry import resolve
-from .transform import ImageTransform
+from .transform import ImageTransform, l2_normalize
 
 if TYPE_CHECKING:
     from .composite import CompositeEncoder
@@ -169,8 +169,7 @@ class FastQueryEncoder:
 
 
 def _normalised(outs: list[np.ndarray], dim: int) -> np.ndarray:
-    v = np.concatenate(outs).astype(np.float32) if outs else np.zeros((0, dim), np.float32)
-    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    return l2_normalize(np.concatenate(outs)) if outs else np.zeros((0, dim), np.float32)
 
 
 def supported(model: str) -> bool:

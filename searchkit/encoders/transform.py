@@ -1,4 +1,5 @@
-"""Eval-time image preprocessing, torch-free (the ONNX query path uses it without torch)."""
+"""Torch-free encoder helpers: eval-time image preprocessing and L2 normalisation (the ONNX query
+path uses them without importing torch)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,9 @@ class ImageTransform:
         arr = np.asarray(image, dtype=np.float32) / 255.0
         arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
