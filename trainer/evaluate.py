@@ -57,12 +57,27 @@ class RetrievalMetrics:
         return cls(d["n"], rec(d["text_to_image"]), rec(d["image_to_text"]))
 
 
+def ranked_hits(sim: np.ndarray, relevant: np.ndarray, k: int,
+                kind: str = "stable") -> np.ndarray:
+    """sim: (queries, gallery); relevant: same-shape bool. (queries, k) bool: whether the
+    gallery item at each of the top k ranks is relevant. ``kind`` (numpy's sort) decides ties:
+    stable ranks tied items in gallery order."""
+    top = np.argsort(-sim, axis=1, kind=kind)[:, :min(k, sim.shape[1])]
+    return np.take_along_axis(relevant, top, axis=1)
+
+
+def caption_relevance(captions: Sequence[str]) -> np.ndarray:
+    """(n, n) bool: pair j answers query i when their captions are identical (so a title
+    shared by several images counts for each of them)."""
+    ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
+    cap = np.array([ids[c] for c in captions])
+    return cap[:, None] == cap[None, :]
+
+
 def _recall_at(sim: np.ndarray, relevant: np.ndarray, ks: Sequence[int]) -> list[float]:
-    """sim: (queries, gallery); relevant: same-shape bool. Percent of queries hit in top k."""
-    kmax = min(max(ks), sim.shape[1])
-    top = np.argsort(-sim, axis=1, kind="stable")[:, :kmax]
-    hits = np.take_along_axis(relevant, top, axis=1)
-    return [round(100.0 * float(hits[:, :min(k, kmax)].any(axis=1).mean()), 2) for k in ks]
+    """Percent of queries with a relevant item in the top k, for each k."""
+    hits = ranked_hits(sim, relevant, max(ks))
+    return [round(100.0 * float(hits[:, :k].any(axis=1).mean()), 2) for k in ks]
 
 
 def retrieval_metrics(image_vectors: np.ndarray, text_vectors: np.ndarray,
@@ -71,9 +86,7 @@ def retrieval_metrics(image_vectors: np.ndarray, text_vectors: np.ndarray,
     n = len(captions)
     if n == 0:
         return RetrievalMetrics(0, Recall(0, 0, 0), Recall(0, 0, 0))
-    ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
-    cap = np.array([ids[c] for c in captions])
-    same = cap[:, None] == cap[None, :]
+    same = caption_relevance(captions)
     sim = np.asarray(text_vectors, np.float32) @ np.asarray(image_vectors, np.float32).T
     t2i = _recall_at(sim, same, RECALL_KS)
     i2t = _recall_at(sim.T, same, RECALL_KS)

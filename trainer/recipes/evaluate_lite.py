@@ -20,8 +20,8 @@ import torch
 from searchkit.encoders.composite import load_composite
 
 from .lite_features import pooled_features
-from .searchkit_lite import (DEFAULT_ALIGN, DEFAULT_CACHE, TextBank, head_inputs, project,
-                             retrieval_hits)
+from .searchkit_lite import (DEFAULT_ALIGN, DEFAULT_CACHE, TextBank, head_inputs, percent,
+                             project, retrieval_hits)
 from .lite_data import read_align
 
 log = logging.getLogger(__name__)
@@ -64,15 +64,11 @@ def align_metrics(encoder, align_dir: Path, cache: Path) -> dict:
     T = bank.features(encoder, cache / "text")[ids]
     t2i, i2t = retrieval_hits(encoder, head_inputs(encoder, pooled), T, [r.text for r in rows])
     sources = np.array([r.source for r in rows])
-    out = {"t2i_r10": _pct(t2i), "i2t_r10": _pct(i2t)}
+    out = {"t2i_r10": percent(t2i), "i2t_r10": percent(i2t)}
     for s in sorted(set(sources)):
-        out[s] = {"n": int((sources == s).sum()), "t2i_r10": _pct(t2i[sources == s]),
-                  "i2t_r10": _pct(i2t[sources == s])}
+        out[s] = {"n": int((sources == s).sum()), "t2i_r10": percent(t2i[sources == s]),
+                  "i2t_r10": percent(i2t[sources == s])}
     return out
-
-
-def _pct(hits: np.ndarray) -> float:
-    return round(100 * float(hits.mean()), 2)
 
 
 def main(argv=None) -> None:

@@ -22,7 +22,6 @@ scikit-image samples, Tux Paint, Twitter emoji) is never read here.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import random
@@ -41,6 +40,7 @@ from searchkit.encoders.composite import (FEATURES_POOLED, FEATURES_POOLED_PROBS
                                           CompositeEncoder, encode_texts_raw, lite_minilm_config,
                                           new_composite, tokenizer_path)
 from searchkit.encoders.base import fingerprint_module
+from trainer.evaluate import caption_relevance, ranked_hits
 
 from .lite_captions import align_captions, imagenet_captions
 from .lite_data import read_align, read_imagenet_classes, read_wordnet_nouns
@@ -367,21 +367,22 @@ def retrieval_hits(encoder: CompositeEncoder, X: np.ndarray, T: np.ndarray,
     """
     img, txt = project(encoder, X, T)
     sims = txt @ img.T                          # (texts, images), row i pairs with image i
-    ids = {t: i for i, t in enumerate(dict.fromkeys(texts))}
-    cap = np.array([ids[t] for t in texts])
-    same = cap[:, None] == cap[None, :]         # [text i, image j] correct
-    top_t2i = np.argsort(-sims, axis=1)[:, :RECALL_K]
-    t2i = np.array([same[i, top_t2i[i]].any() for i in range(len(texts))])
-    top_i2t = np.argsort(-sims.T, axis=1)[:, :RECALL_K]
-    i2t = np.array([same[top_i2t[j], j].any() for j in range(len(texts))])
-    return t2i, i2t
+    same = caption_relevance(texts)             # symmetric: [text i, image j] correct
+    # numpy's default sort, as when the shipped model was selected: it breaks ties (identical
+    # images) differently from `searchkit evaluate` (stable), which is why noto can differ by a pair
+    return (ranked_hits(sims, same, RECALL_K, kind="quicksort").any(axis=1),
+            ranked_hits(sims.T, same, RECALL_K, kind="quicksort").any(axis=1))
+
+
+def percent(hits: np.ndarray) -> float:
+    return round(100 * float(hits.mean()), 2)
 
 
 def retrieval_metrics(encoder: CompositeEncoder, X: np.ndarray, T: np.ndarray,
                       texts: list[str]) -> Metrics:
     """R@10 both ways, in percent."""
     t2i, i2t = retrieval_hits(encoder, X, T, texts)
-    return Metrics(round(100 * float(t2i.mean()), 2), round(100 * float(i2t.mean()), 2))
+    return Metrics(percent(t2i), percent(i2t))
 
 
 # ------------------------------------------------------------------------------------------------
