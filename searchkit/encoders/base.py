@@ -100,6 +100,11 @@ class Encoder(ABC):
             return np.zeros((0, self.dim), np.float32)
         return self.encode_pixels(np.stack([self.preprocess(im) for im in images]))
 
+    def unknown_texts(self, texts: Sequence[str]) -> list[bool]:
+        """Per text: whether the model knows none of its tokens (every such text encodes to
+        the same vector). Encoders whose tokenizer can tell override this."""
+        return [False] * len(texts)
+
 
 class TorchEncoder(Encoder):
     """An :class:`Encoder` over a :class:`DualModel`, a tokenizer and an image transform.
@@ -151,6 +156,10 @@ class TorchEncoder(Encoder):
             tok = {k: v.to(self.device) for k, v in tok.items()}
             outs.append(self.model.encode_text(**tok).float().cpu().numpy())
         return l2_normalize(np.concatenate(outs))
+
+    def unknown_texts(self, texts: Sequence[str]) -> list[bool]:
+        check = getattr(self.tokenize, "unknown_texts", None)  # a tokenizer that can tell
+        return check(list(texts)) if check else super().unknown_texts(texts)
 
     def save_pretrained(self, path) -> None:  # pragma: no cover
         raise NotImplementedError

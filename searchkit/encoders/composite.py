@@ -326,6 +326,10 @@ class WordPieceTokenizer:
         mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.long)
         return {"input_ids": ids, "attention_mask": mask}
 
+    def unknown_texts(self, texts: list[str]) -> list[bool]:
+        from .composite_config import unknown_only
+        return unknown_only(self.tok, texts)
+
 
 # ---------------------------------------------------------------------------------------------
 # Encoder, save and load

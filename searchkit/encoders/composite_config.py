@@ -141,3 +141,15 @@ def load_tokenizer(path: Path, max_tokens: int):
     tok.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
     tok.enable_truncation(max_length=max_tokens)
     return tok
+
+
+def unknown_only(tok, texts: list[str]) -> list[bool]:
+    """Per text: whether every token the model sees (after truncation, special tokens aside)
+    is the tokenizer's unknown token, or there is none; such texts all encode alike."""
+    unk = tok.token_to_id("[UNK]")
+    out = []
+    for e in tok.encode_batch([str(t) for t in texts]):
+        seen = [i for i, special, m in zip(e.ids, e.special_tokens_mask, e.attention_mask)
+                if m and not special]
+        out.append(all(i == unk for i in seen))
+    return out

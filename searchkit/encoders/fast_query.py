@@ -153,6 +153,9 @@ class FastQueryEncoder:
                 "attention_mask": np.array([e.attention_mask for e in enc], np.int64)}))
         return _normalised(outs, self.dim)
 
+    def unknown_texts(self, texts: Sequence[str]) -> list[bool]:
+        return cc.unknown_only(self.tok, [str(t) for t in texts])
+
     def preprocess(self, image) -> np.ndarray:
         return self.transform(image)
 
