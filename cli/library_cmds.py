@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from datetime import datetime, timedelta
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 
-from .common import LibraryOption, UserError, console, library_dir, out, user_errors
+from .common import (LibraryOption, UserError, Whole, console, library_dir, print_json,
+                     print_paths, show, table_console, user_errors, visible, warn)
 
 ModelOption = typer.Option(None, "--model", "-m",
                            help="Encoder (registry name, hub id or directory). Chosen when the "
@@ -101,108 +101,139 @@ def _run_with_progress(indexer, paths: list[str], quiet: bool):
 def _print_report(report, json_out: bool) -> None:
     from dataclasses import asdict
     if json_out:
-        out.print_json(json.dumps(asdict(report)))
+        print_json(asdict(report))
         return
     console.print(f"added {report.added}, updated {report.updated}, moved {report.moved}, "
                   f"duplicates {report.duplicates}, removed {report.removed}, "
                   f"unchanged {report.unchanged}, skipped {len(report.skipped)} "
                   f"({report.encoded} encoded in {report.seconds:.1f}s)", highlight=False)
     for s in report.skipped[:20]:
-        console.print(f"  skipped {s.path!r}: {s.reason}", highlight=False, markup=False)
+        show("  skipped ", s.path, ": ", s.reason, console=console)
     if len(report.skipped) > 20:
         console.print(f"  ... and {len(report.skipped) - 20} more (searchkit status)")
     for r in report.missing_roots:
-        console.print(f"  folder not found, left as it was: {r}", highlight=False)
+        show("  folder not found, left as it was: ", r, console=console)
 
 
 # ---- search ----------------------------------------------------------------------------------
-def _parse_date(value: str | None, end: bool = False) -> datetime | None:
-    if not value:
-        return None
-    for fmt, kind in (("%Y-%m-%d", "day"), ("%Y-%m", "month"), ("%Y", "year")):
-        try:
-            d = datetime.strptime(value, fmt)
-        except ValueError:
-            continue
-        if end:  # the whole day / month / year is included
-            if kind == "year":
-                d = d.replace(year=d.year + 1)
-            elif kind == "month":
-                d = d.replace(year=d.year + (d.month == 12), month=d.month % 12 + 1)
-            else:
-                d = d + timedelta(days=1)
-            d = d - timedelta(microseconds=1)
-        return d
+# The options both `search` and `similar` take; their values are read by searchkit.spec.
+NegativeOption = typer.Option(None, "--not", help="Push results away from this text "
+                              "(repeatable), e.g. --not \"people\".")
+TextWeightOption = typer.Option(1.0, "--text-weight", help="Weight of the text term.")
+ImageWeightOption = typer.Option(1.0, "--image-weight", help="Weight of image terms.")
+NotWeightOption = typer.Option(0.5, "--not-weight", help="Weight of each --not term.")
+KOption = typer.Option(10, "-k", "--top", help="How many results.")
+ThresholdOption = typer.Option(None, "--threshold", help="Minimum score.")
+PathOption = typer.Option(None, "--path", help="Only files under this folder.")
+GlobOption = typer.Option(None, "--glob", help="Only paths matching this glob, e.g. '*.png' or "
+                          "'*/2024/*'.")
+AfterOption = typer.Option(None, "--after", help="Taken/modified on or after (YYYY, YYYY-MM, "
+                           "YYYY-MM-DD or ISO 8601).")
+BeforeOption = typer.Option(None, "--before", help="Taken/modified on or before (a year, month "
+                            "or day includes all of it).")
+DateFieldOption = typer.Option("taken", "--date-field", help="taken (EXIF) or modified.")
+MinWidthOption = typer.Option(None, "--min-width", help="Minimum width in px.")
+MinHeightOption = typer.Option(None, "--min-height", help="Minimum height in px.")
+FormatOption = typer.Option(None, "--format", help="Only these formats (jpeg, png, webp, gif, "
+                            "bmp, tiff); repeatable or comma-separated.")
+CameraOption = typer.Option(None, "--camera", help="Camera make/model contains.")
+PathsOption = typer.Option(False, "--paths", "-f", help="Print only the paths, one per line, "
+                           "best first (for scripts; control characters escaped).")
+
+
+@contextmanager
+def _read_as_options(**names: str) -> Iterator[None]:
+    """A value searchkit.spec cannot read becomes one line naming the option it came from."""
+    from searchkit.spec import FieldError
     try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        raise UserError(f"bad date {value!r}: use YYYY, YYYY-MM, YYYY-MM-DD or ISO 8601") from None
+        yield
+    except FieldError as e:
+        option = names.get(e.field) or ("-k" if e.field == "k" else
+                                        "--" + e.field.replace("_", "-"))
+        raise UserError(f"{option}: {e.problem}") from None
 
 
 def _filters(path, glob, after, before, date_field, min_width, min_height, formats, camera):
-    from searchkit import Filters
-    fmts = tuple(f for spec in formats or [] for f in spec.split(",") if f.strip())
-    return Filters(path_prefix=str(path) if path else None, path_glob=glob,
-                   date_from=_parse_date(after), date_to=_parse_date(before, end=True),
-                   date_field=date_field, min_width=min_width, min_height=min_height,
-                   formats=fmts, camera=camera)
+    from searchkit.spec import parse_filters
+    return parse_filters(path=str(path) if path else None, glob=glob, after=after,
+                         before=before, date_field=date_field, min_width=min_width,
+                         min_height=min_height, formats=formats or (), camera=camera)
 
 
-def _query(text: str | None, images: list[Path], text_weight: float, image_weight: float,
-           negatives: list[str], not_weight: float, like: list[int]):
-    from searchkit import Query
-    q = Query(texts=[(text, text_weight)] if text is not None else [],
-              images=[(str(p), image_weight) for p in images or []],
-              negatives=[(n, not_weight) for n in negatives or []],
-              like=[(i, image_weight) for i in like or []])
-    return q
+def _spec(text: str | None, images: list[Path], negatives: list[str], like: list[int],
+          text_weight: float, image_weight: float, not_weight: float, k: int):
+    from searchkit.spec import parse_query_spec
+    return parse_query_spec({
+        "text": text, "image": [str(p) for p in images or []] or None,
+        "not": list(negatives or []) or None, "like": list(like or []) or None,
+        "text_weight": text_weight, "image_weight": image_weight, "not_weight": not_weight,
+        "like_weight": image_weight, "k": k})
 
 
-def _print_hits(hits, json_out: bool) -> None:
-    if json_out:
-        out.print_json(json.dumps([h.to_json() for h in hits]))
+def _output(json_out: bool, paths_out: bool) -> str:
+    if json_out and paths_out:
+        raise UserError("give --json or --paths, not both")
+    return "json" if json_out else "paths" if paths_out else "table"
+
+
+def _search(lib, spec, filters, threshold, output: str) -> None:
+    hits = lib.search(spec.query, k=spec.k, filters=filters, threshold=threshold)
+    _warn_unknown(lib, spec.query)
+    _print_hits(hits, output)
+
+
+def _warn_unknown(lib, query, where: str = "") -> None:
+    for text in lib.unknown_terms(query):
+        shown = text if len(text) <= 40 else text[:40] + "…"
+        warn(f"{where}the model knows no word of {shown!r}: every such query gives the same "
+             "results")
+
+
+def _print_hits(hits, output: str) -> None:
+    if output == "json":
+        print_json([h.to_json() for h in hits])
+        return
+    if output == "paths":
+        print_paths(h.path for h in hits)
         return
     if not hits:
         console.print("no results")
         return
     from rich.table import Table
     t = Table("#", "score", "path", "size", "date", box=None, pad_edge=False)
+    for column in t.columns:
+        column.no_wrap = column.header != "path"
     for i, h in enumerate(hits, 1):
         date = (h.taken_at or h.modified_at).strftime("%Y-%m-%d")
         size = f"{h.width}x{h.height}" if h.width else ""
-        t.add_row(str(i), f"{h.score:.3f}", h.path, size, date)
-    out.print(t)
-
-
-FILTER_HELP = "Filters (all combine): "
+        t.add_row(str(i), f"{h.score:.3f}", Whole(h.path), size, date)
+    table_console().print(t)
 
 
 def search_cmd(
     text: Optional[str] = typer.Argument(None, help="What to look for, in words."),
     image: list[Path] = typer.Option(None, "--image", "-i", help="Also match this image "
                                      "(repeatable): combined with the text by weights."),
-    negative: list[str] = typer.Option(None, "--not", help="Push results away from this text "
-                                       "(repeatable), e.g. --not \"people\"."),
+    negative: list[str] = NegativeOption,
     like: list[int] = typer.Option(None, "--like", help="More like this indexed image id."),
-    text_weight: float = typer.Option(1.0, "--text-weight", help="Weight of the text term."),
-    image_weight: float = typer.Option(1.0, "--image-weight", help="Weight of image terms."),
-    not_weight: float = typer.Option(0.5, "--not-weight", help="Weight of each --not term."),
-    k: int = typer.Option(10, "-k", "--top", help="How many results."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Minimum score."),
-    path: Optional[Path] = typer.Option(None, "--path", help="Only files under this folder."),
-    glob: Optional[str] = typer.Option(None, "--glob", help="Only paths matching this glob, "
-                                       "e.g. '*.png' or '*/2024/*'."),
-    after: Optional[str] = typer.Option(None, "--after", help="Taken/modified on or after "
-                                        "(YYYY, YYYY-MM, YYYY-MM-DD)."),
-    before: Optional[str] = typer.Option(None, "--before", help="Taken/modified on or before."),
-    date_field: str = typer.Option("taken", "--date-field", help="taken (EXIF) or modified."),
-    min_width: Optional[int] = typer.Option(None, "--min-width", help="Minimum width in px."),
-    min_height: Optional[int] = typer.Option(None, "--min-height", help="Minimum height in px."),
-    formats: list[str] = typer.Option(None, "--format", help="Only these formats (jpeg, png, "
-                                      "webp, gif, bmp, tiff); repeatable or comma-separated."),
-    camera: Optional[str] = typer.Option(None, "--camera", help="Camera make/model contains."),
+    text_weight: float = TextWeightOption,
+    image_weight: float = ImageWeightOption,
+    not_weight: float = NotWeightOption,
+    k: int = KOption,
+    threshold: Optional[float] = ThresholdOption,
+    path: Optional[Path] = PathOption,
+    glob: Optional[str] = GlobOption,
+    after: Optional[str] = AfterOption,
+    before: Optional[str] = BeforeOption,
+    date_field: str = DateFieldOption,
+    min_width: Optional[int] = MinWidthOption,
+    min_height: Optional[int] = MinHeightOption,
+    formats: list[str] = FormatOption,
+    camera: Optional[str] = CameraOption,
     queries: Optional[Path] = typer.Option(None, "--queries", help="Run one query per line of "
-                                           "this file ('-' for stdin); prints JSON Lines."),
+                                           "this file ('-' for stdin): plain text or a JSON "
+                                           "object; prints JSON Lines."),
+    paths_out: bool = PathsOption,
     library: Optional[Path] = LibraryOption,
     model: Optional[str] = ModelOption,
     json_out: bool = JsonOption,
@@ -213,78 +244,89 @@ def search_cmd(
     searchkit search "beach" --not "people" --after 2023 --format jpeg;
     searchkit search "in winter" --image photo.jpg --image-weight 0.7 --json
     """
-    filters = _filters(path, glob, after, before, date_field, min_width, min_height, formats,
-                       camera)
+    from searchkit.spec import parse_threshold
+    output = _output(json_out, paths_out)
+    if queries is not None and (text is not None or image or negative or like):
+        raise UserError("give a query or --queries FILE, not both")
+    with _read_as_options(text="TEXT"):
+        filters = _filters(path, glob, after, before, date_field, min_width, min_height,
+                           formats, camera)
+        spec = _spec(text if queries is None else None, image, negative, like, text_weight,
+                     image_weight, not_weight, k)
+        threshold = parse_threshold(threshold)
     lib = _open(library, model)
     if queries is not None:
-        _run_queries(lib, queries, k, filters, threshold)
+        _run_queries(lib, queries, spec, filters, threshold)
         return
-    q = _query(text, image, text_weight, image_weight, negative, not_weight, like)
-    _print_hits(lib.search(q, k=k, filters=filters, threshold=threshold), json_out)
+    _search(lib, spec, filters, threshold, output)
 
 
-def _run_queries(lib, queries: Path, k: int, filters, threshold) -> None:
-    """One query per line: plain text, or a JSON object {"text", "image", "not", "k"}."""
-    from searchkit import Query
+def _run_queries(lib, queries: Path, defaults, filters, threshold) -> None:
+    """One query per line: plain text, or a JSON object (a query spec, see searchkit.spec)."""
     from searchkit.errors import SearchkitError
-    if str(queries) == "-":
-        lines = sys.stdin.read().splitlines()
-    else:
-        try:
-            lines = queries.read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise UserError(f"cannot read queries file {queries}: {e.strerror}") from None
-    for n, line in enumerate(lines, 1):
+    from searchkit.spec import parse_query_line
+    name = "stdin" if str(queries) == "-" else visible(queries)
+    for n, line in enumerate(_query_lines(queries), 1):
         if not line.strip():
             continue
-        q, qk = Query.text(line), k
-        if line.lstrip().startswith("{"):
-            try:
-                spec = json.loads(line)
-                q = Query(texts=[(spec["text"], 1.0)] if spec.get("text") else [],
-                          images=[(spec["image"], 1.0)] if spec.get("image") else [],
-                          negatives=[(t, 0.5) for t in spec.get("not", [])])
-                qk = int(spec.get("k", k))
-            except (ValueError, KeyError, TypeError) as e:
-                raise UserError(f"{queries}:{n}: bad query object ({e})") from None
         try:
-            hits = lib.search(q, k=qk, filters=filters, threshold=threshold)
+            spec = parse_query_line(line, defaults.k, defaults.weights)
+            hits = lib.search(spec.query, k=spec.k, filters=filters, threshold=threshold)
         except SearchkitError as e:
-            raise UserError(f"{queries}:{n}: {e}") from None
-        sys.stdout.write(json.dumps([h.to_json() for h in hits]) + "\n")
-        sys.stdout.flush()
+            raise UserError(f"{name}:{n}: {e}") from None
+        _warn_unknown(lib, spec.query, f"{name}:{n}: ")
+        print_json([h.to_json() for h in hits], indent=None)
+
+
+def _query_lines(queries: Path) -> list[str]:
+    """The lines of a queries file (or stdin), which must be UTF-8 text."""
+    try:
+        data = sys.stdin.buffer.read() if str(queries) == "-" else queries.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read queries file {queries}: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise UserError(f"{'stdin' if str(queries) == '-' else queries}:{line}: not UTF-8 "
+                        "text (save the queries file as UTF-8)") from None
+    return [line.removesuffix("\r") for line in text.removeprefix("\ufeff").split("\n")]
 
 
 def similar_cmd(
     image: Path = typer.Argument(..., help="Find images similar to this one."),
     text: Optional[str] = typer.Option(None, "--text", "-t", help="Also match this text."),
-    text_weight: float = typer.Option(1.0, "--text-weight"),
-    image_weight: float = typer.Option(1.0, "--image-weight"),
-    negative: list[str] = typer.Option(None, "--not", help="Push results away from this text."),
-    not_weight: float = typer.Option(0.5, "--not-weight"),
-    k: int = typer.Option(10, "-k", "--top"),
-    threshold: Optional[float] = typer.Option(None, "--threshold"),
-    path: Optional[Path] = typer.Option(None, "--path"),
-    glob: Optional[str] = typer.Option(None, "--glob"),
-    after: Optional[str] = typer.Option(None, "--after"),
-    before: Optional[str] = typer.Option(None, "--before"),
-    date_field: str = typer.Option("taken", "--date-field"),
-    min_width: Optional[int] = typer.Option(None, "--min-width"),
-    min_height: Optional[int] = typer.Option(None, "--min-height"),
-    formats: list[str] = typer.Option(None, "--format"),
-    camera: Optional[str] = typer.Option(None, "--camera"),
+    text_weight: float = TextWeightOption,
+    image_weight: float = ImageWeightOption,
+    negative: list[str] = NegativeOption,
+    not_weight: float = NotWeightOption,
+    k: int = KOption,
+    threshold: Optional[float] = ThresholdOption,
+    path: Optional[Path] = PathOption,
+    glob: Optional[str] = GlobOption,
+    after: Optional[str] = AfterOption,
+    before: Optional[str] = BeforeOption,
+    date_field: str = DateFieldOption,
+    min_width: Optional[int] = MinWidthOption,
+    min_height: Optional[int] = MinHeightOption,
+    formats: list[str] = FormatOption,
+    camera: Optional[str] = CameraOption,
+    paths_out: bool = PathsOption,
     library: Optional[Path] = LibraryOption,
     model: Optional[str] = ModelOption,
     json_out: bool = JsonOption,
 ) -> None:
     """Find images that look like IMAGE (a product photo, say). Same filters as `search`."""
+    from searchkit.spec import parse_threshold
+    output = _output(json_out, paths_out)
     if not image.is_file():
         raise UserError(f"query image not found: {image}")
-    filters = _filters(path, glob, after, before, date_field, min_width, min_height, formats,
-                       camera)
-    lib = _open(library, model)
-    q = _query(text, [image], text_weight, image_weight, negative, not_weight, [])
-    _print_hits(lib.search(q, k=k, filters=filters, threshold=threshold), json_out)
+    with _read_as_options(image="IMAGE"):
+        filters = _filters(path, glob, after, before, date_field, min_width, min_height,
+                           formats, camera)
+        spec = _spec(text, [image], negative, [], text_weight, image_weight, not_weight, k)
+        threshold = parse_threshold(threshold)
+    _search(_open(library, model), spec, filters, threshold, output)
 
 
 # ---- status ----------------------------------------------------------------------------------
@@ -293,22 +335,21 @@ def status_cmd(library: Optional[Path] = LibraryOption, json_out: bool = JsonOpt
     from dataclasses import asdict
     st = _open(library, None).status()
     if json_out:
-        out.print_json(json.dumps(asdict(st)))
+        print_json(asdict(st))
         return
-    out.print(f"library   {st.directory}", highlight=False)
-    out.print(f"model     {st.model_name} (fingerprint {st.model_fingerprint[:12]}, "
-              f"dim {st.dim})", highlight=False)
-    out.print(f"queries   encoded with {st.queries}"
-              + (" (no torch import)" if st.queries == "onnx" else ""), highlight=False)
-    out.print(f"images    {st.indexed} indexed, {st.skipped} skipped", highlight=False)
-    out.print(f"index     {st.index_kind} on {st.index_device}, {st.index_state}"
-              + (" (an index run is in progress)" if st.busy else ""), highlight=False)
+    show("library   ", st.directory)
+    show("model     ", st.model_name, f" (fingerprint {st.model_fingerprint[:12]}, dim {st.dim})")
+    show(f"queries   encoded with {st.queries}"
+         + (" (no torch import)" if st.queries == "onnx" else ""))
+    show(f"images    {st.indexed} indexed, {st.skipped} skipped")
+    show(f"index     {st.index_kind} on {st.index_device}, {st.index_state}"
+         + (" (an index run is in progress)" if st.busy else ""))
     for r in st.roots:
-        out.print(f"folder    {r}", highlight=False, markup=False)
+        show("folder    ", r)
     if st.skipped_files:
-        out.print("skipped:")
+        show("skipped:")
         for s in st.skipped_files:
-            out.print(f"  {s.path!r}: {s.reason}", highlight=False, markup=False)
+            show("  ", s.path, ": ", s.reason)
 
 
 def forget_cmd(
@@ -325,7 +366,7 @@ def forget_cmd(
             raise UserError(f"{root} is not an indexed folder (see searchkit status)")
         n = lib.store.forget(root)
         lib.search_index()
-    console.print(f"removed {n} files under {root}", highlight=False, markup=False)
+    show(f"removed {n} files under ", root, console=console)
 
 
 def register(app: typer.Typer) -> None:

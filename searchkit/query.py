@@ -14,7 +14,7 @@ from PIL import Image
 from sqlalchemy import func, or_, select
 
 from .errors import QueryError
-from .imageio import ImageDecodeError, open_image
+from .imageio import SUPPORTED_FORMATS, ImageDecodeError, open_image
 from .store import STATUS_OK, File
 
 if TYPE_CHECKING:
@@ -109,11 +109,25 @@ def validate(query: Query) -> None:
     if query.is_empty():
         raise QueryError("empty query: give a text, an image, or both")
     for text, _ in query.texts + query.negatives:
-        if not text or not text.strip():
+        if not isinstance(text, str) or not text.strip():
             raise QueryError("empty query text")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise QueryError("query text is not valid Unicode (undecodable bytes)") from None
     for image, _ in query.images:
         if isinstance(image, (str, Path)) and not Path(image).is_file():
             raise QueryError(f"query image not found: {image}")
+
+
+def unknown_terms(query: Query, encoder: "Encoder") -> list[str]:
+    """The query's texts (negatives included) of which the model knows no token: each
+    encodes to the same vector as any other such text, so its results say nothing about it."""
+    texts = [t for t, _ in query.texts + query.negatives]
+    check = getattr(encoder, "unknown_texts", None)
+    if not texts or check is None:
+        return []
+    return [t for t, unknown in zip(texts, check(texts)) if unknown]
 
 
 def combine(query: Query, encoder: "Encoder", stored: Callable[[int], np.ndarray]) -> np.ndarray:
@@ -161,8 +175,8 @@ def build_filter_ids(store, filters: Filters) -> np.ndarray:
             lo, hi = filters.date_from, filters.date_to
         else:
             col = File.mtime_ns
-            lo = int(filters.date_from.timestamp() * 1e9) if filters.date_from else None
-            hi = int(filters.date_to.timestamp() * 1e9) if filters.date_to else None
+            lo = time_ns(filters.date_from) if filters.date_from else None
+            hi = time_ns(filters.date_to) if filters.date_to else None
         if lo is not None:
             conds.append(col >= lo)
         if hi is not None:
@@ -172,8 +186,7 @@ def build_filter_ids(store, filters: Filters) -> np.ndarray:
     if filters.min_height:
         conds.append(File.height >= filters.min_height)
     if filters.formats:
-        fmts = {_norm_format(f) for f in filters.formats}
-        conds.append(File.format.in_(sorted(fmts)))
+        conds.append(File.format.in_(stored_formats(filters.formats)))
     if filters.camera:
         like = f"%{filters.camera.lower()}%"
         conds.append(or_(func.lower(File.camera_make).like(like),
@@ -185,10 +198,31 @@ def build_filter_ids(store, filters: Filters) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
-_FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF"}
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+# A name users give -> the formats the store records for it (a camera's MPO is a JPEG).
+_FORMAT_ALIASES = {"JPG": ("JPEG", "MPO"), "JPEG": ("JPEG", "MPO"), "TIF": ("TIFF",)}
 
 
-def _norm_format(fmt: str) -> str:
-    f = fmt.strip().lstrip(".").upper()
-    return _FORMAT_ALIASES.get(f, f)
+def format_names() -> frozenset[str]:
+    """Every format name a filter accepts (upper case)."""
+    return frozenset(SUPPORTED_FORMATS) | frozenset(_FORMAT_ALIASES)
+
+
+def stored_formats(names) -> list[str]:
+    """The stored format values that the format ``names`` stand for."""
+    out: set[str] = set()
+    for name in names:
+        key = name.strip().lstrip(".").upper()
+        out.update(_FORMAT_ALIASES.get(key, (key,)))
+    return sorted(out)
+
+
+def time_ns(moment: datetime) -> int:
+    """A (naive local or zoned) time as nanoseconds since the epoch, clamped to int64 (the
+    store's range, years 1678 to 2262): a bound beyond it keeps or drops everything."""
+    try:
+        ns = int(moment.timestamp() * 1e9)
+    except (OverflowError, ValueError, OSError):  # before year 1 local time, etc.
+        return INT64_MIN if moment.year < 1970 else INT64_MAX
+    return min(max(ns, INT64_MIN), INT64_MAX)
 
