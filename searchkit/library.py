@@ -17,7 +17,7 @@ from . import index as faiss_index
 from .encoders import fast_query
 from .encoders.registry import load_encoder
 from .errors import LibraryBusyError, ModelMismatchError, SearchkitError
-from .query import Filters, Hit, Query, build_filter_ids, combine, validate
+from .query import Filters, Hit, Query, build_filter_ids, combine, unknown_terms, validate
 from .store import STATUS_OK, STATUS_SKIPPED, File, LibraryInfo, Store
 
 if TYPE_CHECKING:
@@ -239,6 +239,11 @@ class Library:
             log.warning("%s; encoding queries with torch", e)
             self._fast = None
             return combine(query, self.encoder, self._stored_vector)
+
+    def unknown_terms(self, query: Query) -> list[str]:
+        """The query's texts of which the model knows no token (they all encode alike, so
+        their hits say nothing about them): worth a warning."""
+        return unknown_terms(query, self._query_encoder())
 
     def stored_vector(self, file_id: int) -> np.ndarray:
         """The stored vector of an indexed image ("more like this")."""
