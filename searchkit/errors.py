@@ -21,3 +21,11 @@ class EncoderError(SearchkitError):
 
 class QueryError(SearchkitError):
     """A query cannot be run (empty, unreadable image, bad filter)."""
+
+
+class LibraryDamagedError(SearchkitError):
+    """A library's files do not read back as written (damaged database, meta or vectors)."""
+
+
+class DiskFullError(SearchkitError):
+    """The disk filled up while writing to a library; what was committed before is kept."""

@@ -18,7 +18,7 @@ from .encoders import fast_query
 from .encoders.registry import load_encoder
 from .errors import LibraryBusyError, ModelMismatchError, SearchkitError
 from .query import Filters, Hit, Query, build_filter_ids, combine, unknown_terms, validate
-from .store import STATUS_OK, STATUS_SKIPPED, File, LibraryInfo, Store
+from .store import STATUS_OK, STATUS_SKIPPED, File, LibraryInfo, Store, vector_problem
 
 if TYPE_CHECKING:
     from .encoders.base import Encoder
@@ -48,11 +48,12 @@ class LibraryStatus:
     skipped: int
     roots: list[str]
     index_kind: str
-    index_state: str          # "fresh", "stale" or "missing"
+    index_state: str          # "fresh", "stale", "missing" or "damaged" (rebuilt when used)
     index_device: str
     busy: bool                # an index run holds the write lock
     queries: str = "torch"    # "onnx": queries are encoded without torch (encoders.fast_query)
     skipped_files: list[SkippedFile] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what `searchkit check` would report
 
 
 @dataclass
@@ -108,7 +109,7 @@ class Library:
                                      f"(searchkit index PATH --library {directory})")
             from .encoders.registry import DEFAULT_MODEL
             encoder = encoder or encoder_factory(model or DEFAULT_MODEL)
-            with _write_lock(directory):
+            with write_lock(directory):
                 if not store.exists():
                     store.create(model or encoder.name, encoder.fingerprint(), encoder.dim)
         store.migrate()
@@ -167,8 +168,10 @@ class Library:
 
     @contextmanager
     def writer(self) -> Iterator[None]:
-        """Hold the library's write lock; a second writer fails at once."""
-        with _write_lock(self.directory):
+        """Hold the library's write lock; a second writer fails at once. Temp files left by
+        a killed index save are removed on the way in."""
+        with write_lock(self.directory):
+            faiss_index.remove_stray_temp_files(self.directory)
             yield
 
     def is_busy(self) -> bool:
@@ -186,24 +189,42 @@ class Library:
         version = self.store.vectors_version()
         if self._index is not None and self._index.stamp.vectors_version == version:
             return self._index
-        loaded = faiss_index.load(self.directory)
-        if loaded is not None and self._stamp_matches(loaded[1], version):
-            self._index = faiss_index.SearchIndex(*loaded)
+        saved, damage = self.read_saved_index()
+        if damage is not None:
+            log.warning("the saved index of library %s is damaged (%s): rebuilding it from "
+                        "%s", self.directory, damage, self.store.path.name)
+        if saved is not None and self._stamp_matches(saved.stamp, version):
+            self._index = faiss_index.SearchIndex(saved.index, saved.stamp)
             return self._index
-        self._index = self.rebuild_index(save=save, previous=loaded)
+        self._index = self.rebuild_index(save=save, previous=saved)
         return self._index
+
+    def read_saved_index(self) -> tuple[faiss_index.Saved | None, str | None]:
+        """The saved index (None if missing or damaged) and what is damaged, if anything."""
+        try:
+            return faiss_index.load(self.directory), None
+        except faiss_index.DamagedIndexError as e:
+            return None, str(e)
 
     def _stamp_matches(self, stamp: faiss_index.Stamp, version: int) -> bool:
         return (stamp.vectors_version == version and stamp.dim == self.info.dim
                 and stamp.model_fingerprint == self.info.model_fingerprint)
 
-    def rebuild_index(self, save: bool = True, previous=None) -> faiss_index.SearchIndex:
-        """Build from the store; a stale IVF index lends its trained quantizer."""
-        ids, vectors, version = self.store.all_vectors()
+    def rebuild_index(self, save: bool = True, previous: faiss_index.Saved | None = None
+                      ) -> faiss_index.SearchIndex:
+        """Build from the store; a stale IVF index lends its trained quantizer. Rows whose
+        stored vector is damaged are left out (and reported)."""
+        stored, version = self.store.all_vectors()
+        ids, vectors = stored.ids, stored.vectors
+        if stored.bad:
+            log.warning("%d indexed images of library %s have a damaged vector and are left "
+                        "out of search; run: searchkit check --repair --library %s",
+                        len(stored.bad), self.directory, self.directory)
         t = time.perf_counter()
         trained, trained_count = None, 0
-        if previous is not None and previous[1].dim == self.info.dim:
-            trained, trained_count = previous[0], previous[1].trained_count or previous[1].count
+        if previous is not None and previous.stamp.dim == self.info.dim:
+            trained = previous.index
+            trained_count = previous.stamp.trained_count or previous.stamp.count
         idx = faiss_index.build(ids, vectors, trained=trained, trained_count=trained_count)
         kind = faiss_index.kind_of(idx)
         if kind != "ivf":
@@ -211,22 +232,32 @@ class Library:
         elif not faiss_index.reusable(trained, self.info.dim, len(ids), trained_count):
             trained_count = len(ids)
         stamp = faiss_index.Stamp(version, len(ids), self.info.dim, self.info.model_fingerprint,
-                                  kind, trained_count)
+                                  kind, trained_count, left_out=len(stored.bad))
         log.info("built %s index of %d vectors in %.2fs", stamp.kind, len(ids),
                  time.perf_counter() - t)
         if save:
             try:
                 faiss_index.save(idx, stamp, self.directory)
-            except OSError as e:  # a read-only library still answers
-                log.warning("cannot save the index (%s)", e)
+            except OSError as e:  # a read-only library or a full disk: still answers
+                log.warning("cannot save the index of library %s (%s): it is rebuilt in "
+                            "memory until it can be saved", self.directory, e.strerror or e)
         return faiss_index.SearchIndex(idx, stamp)
 
-    def index_state(self, loaded=None) -> str:
-        """"fresh", "stale" or "missing"; ``loaded`` is a saved index already read."""
-        loaded = loaded if loaded is not None else faiss_index.load(self.directory)
-        if loaded is None:
+    def index_state(self) -> str:
+        """"fresh", "stale", "missing" or "damaged" (the saved index, as the next search
+        would find it)."""
+        return self._index_state(*self.read_saved_index())
+
+    def _index_state(self, saved: faiss_index.Saved | None, damage: str | None) -> str:
+        if damage is not None:
+            return "damaged"
+        if saved is None:
             return "missing"
-        return "fresh" if self._stamp_matches(loaded[1], self.store.vectors_version()) else "stale"
+        return "fresh" if self.is_fresh(saved) else "stale"
+
+    def is_fresh(self, saved: faiss_index.Saved) -> bool:
+        """Whether a saved index was built from the store as it is now."""
+        return self._stamp_matches(saved.stamp, self.store.vectors_version())
 
     # ---- search ----------------------------------------------------------------------------
     def query_vector(self, query: Query) -> np.ndarray:
@@ -251,8 +282,11 @@ class Library:
 
     def _stored_vector(self, file_id: int) -> np.ndarray:
         f = self.store.get_file(file_id)
-        if f is None or f.status != STATUS_OK or f.vector is None:
+        if f is None or f.status != STATUS_OK:
             raise SearchkitError(f"no indexed image with id {file_id}")
+        problem = vector_problem(f.vector, self.info.dim)
+        if problem is not None:
+            raise self.store.damaged(f"image {file_id} has a damaged vector ({problem})")
         return np.frombuffer(f.vector, dtype=np.float32)
 
     def search(self, query: Query, k: int = 10, filters: Filters | None = None,
@@ -312,9 +346,9 @@ class Library:
     # ---- status ----------------------------------------------------------------------------
     def status(self, with_skipped: bool = True) -> LibraryStatus:
         counts = self.store.counts()
-        loaded = faiss_index.load(self.directory)
-        state = self.index_state(loaded)
-        kind = loaded[1].kind if loaded else faiss_index.choose_kind(counts.get(STATUS_OK, 0))
+        saved, damage = self.read_saved_index()
+        state = self._index_state(saved, damage)
+        kind = saved.stamp.kind if saved else faiss_index.choose_kind(counts.get(STATUS_OK, 0))
         skipped = [SkippedFile(f.path, f.reason or "") for f in self.store.skipped()] \
             if with_skipped else []
         return LibraryStatus(
@@ -324,24 +358,60 @@ class Library:
             skipped=counts.get(STATUS_SKIPPED, 0), roots=self.store.roots(), index_kind=kind,
             index_state=state, index_device="gpu" if faiss_index.gpu_count() else "cpu",
             busy=self.is_busy(), skipped_files=skipped,
+            problems=self._problems(saved if state == "fresh" else None, damage),
             queries="onnx" if self._uses_registry() and fast_query.available(
                 self.info.model_name, self.info.model_fingerprint) else "torch")
+
+    def _problems(self, fresh: faiss_index.Saved | None, damage: str | None) -> list[str]:
+        """What is wrong, cheaply (no full scan of the vectors: `searchkit check` does it)."""
+        problems = []
+        if damage is not None:
+            problems.append(f"the saved index is damaged ({damage}); the next search "
+                            "rebuilds it")
+        strays = faiss_index.stray_temp_files(self.directory)
+        if strays:
+            size = sum(_size(p) for p in strays)
+            problems.append(f"{len(strays)} temp files ({size / 1e6:.1f} MB) left by an "
+                            "interrupted save; the next index run removes them")
+        if fresh is not None and fresh.stamp.left_out:
+            problems.append(f"{fresh.stamp.left_out} indexed images have a damaged vector "
+                            "and are left out of search")
+        waiting = self.store.awaiting_reencoding()
+        if waiting:
+            problems.append(f"{waiting} images wait to be encoded again by the next index run")
+        return problems
 
     def get(self, file_id: int) -> File | None:
         return self.store.get_file(file_id)
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def _exact(index: faiss_index.SearchIndex, qv: np.ndarray, k: int, allowed: np.ndarray
            ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k among ``allowed`` ids (an approximate index may miss rare filtered rows)."""
-    vecs = np.stack([index.reconstruct(int(i)) for i in allowed])
-    scores = vecs @ qv.astype(np.float32)
+    """Exact top-k among ``allowed`` ids (an approximate index may miss rare filtered rows);
+    ids the index left out (damaged vectors) are passed over."""
+    kept, vecs = [], []
+    for i in allowed:
+        try:
+            vecs.append(index.reconstruct(int(i)))
+        except RuntimeError:  # not in the index
+            continue
+        kept.append(int(i))
+    if not kept:
+        return np.zeros(0, np.float32), np.zeros(0, np.int64)
+    scores = np.stack(vecs) @ qv.astype(np.float32)
     order = np.argsort(-scores)[:k]
-    return scores[order], np.asarray(allowed, np.int64)[order]
+    return scores[order], np.asarray(kept, np.int64)[order]
 
 
 @contextmanager
-def _write_lock(directory: Path) -> Iterator[None]:
+def write_lock(directory: Path) -> Iterator[None]:
     lock = FileLock(str(Path(directory) / LOCK_FILE), timeout=0)
     try:
         lock.acquire()

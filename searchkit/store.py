@@ -8,20 +8,21 @@ can tell whether it is stale.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 from sqlalchemy import (Float, ForeignKey, Index, Integer, LargeBinary, String, Text, create_engine,
-                        event, func, select, text)
+                        event, exc, func, select, text, update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, defer, mapped_column,
                             sessionmaker)
 
-from .errors import SearchkitError
+from .errors import DiskFullError, LibraryBusyError, LibraryDamagedError, SearchkitError
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,10 @@ SCHEMA_VERSION = 1
 DB_NAME = "library.db"
 STATUS_OK = "ok"
 STATUS_SKIPPED = "skipped"
+REENCODE_MTIME_NS = -1     # an ok row marked so that the next index run encodes its file again
+NORM_TOLERANCE = 1e-2      # a stored vector is L2-normalised: its norm is 1 within this
+META_INTS = ("schema_version", "dim", "vectors_version")
+META_KEYS = ("model_name", "model_fingerprint") + META_INTS
 
 
 class Base(DeclarativeBase):
@@ -106,29 +111,119 @@ def blob_to_vector(b: bytes) -> np.ndarray:
     return np.frombuffer(b, dtype=np.float32)
 
 
+@dataclass
+class SoundVectors:
+    """Stored vectors split into the sound ones and the damaged ones (id -> what is wrong)."""
+    ids: np.ndarray
+    vectors: np.ndarray
+    bad: dict[int, str] = field(default_factory=dict)
+
+
+def sound_vectors(ids: list[int], blobs: list[bytes | None], dim: int) -> SoundVectors:
+    """The one test of a stored vector: ``dim`` float32 values, all finite, of unit norm."""
+    bad: dict[int, str] = {}
+    good_ids, good_blobs = [], []
+    for i, b in zip(ids, blobs):
+        if b is None:
+            bad[i] = "no vector"
+        elif len(b) != dim * 4:
+            bad[i] = f"vector of {len(b)} bytes, expected {dim * 4}"
+        else:
+            good_ids.append(i)
+            good_blobs.append(b)
+    vecs = np.frombuffer(b"".join(good_blobs), dtype=np.float32).reshape(len(good_blobs), dim)
+    finite = np.isfinite(vecs).all(axis=1)
+    norms = np.linalg.norm(np.where(finite[:, None], vecs, 0), axis=1)
+    keep = finite & (np.abs(norms - 1) <= NORM_TOLERANCE)
+    for j in np.flatnonzero(~keep):
+        bad[good_ids[j]] = ("vector not finite" if not finite[j]
+                            else f"vector norm {norms[j]:.3g}, expected 1")
+    ids_out = np.asarray(good_ids, dtype=np.int64)[keep]
+    return SoundVectors(ids_out, vecs[keep].copy(), bad)
+
+
+def vector_problem(blob: bytes | None, dim: int) -> str | None:
+    """What is wrong with one stored vector, or None."""
+    return sound_vectors([0], [blob], dim).bad.get(0)
+
+
+_DAMAGED_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+_MESSAGE_CODES = {"file is not a database": sqlite3.SQLITE_NOTADB,  # Python < 3.11
+                  "malformed": sqlite3.SQLITE_CORRUPT, "disk is full": sqlite3.SQLITE_FULL,
+                  "database is locked": sqlite3.SQLITE_BUSY}
+
+
+def _sqlite_code(e: BaseException) -> int | None:
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF  # the primary code of an extended one
+    return next((c for m, c in _MESSAGE_CODES.items() if m in str(e)), None)
+
+
 class Store:
     """Typed access to one library's database."""
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
+        self.path = self.directory / DB_NAME
         self.engine = make_engine(self.directory)
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
 
+    # ---- errors ----------------------------------------------------------------------------
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """SQLite failures a user can meet (damaged file, full disk, busy) as one-line errors."""
+        try:
+            yield
+        except (exc.DBAPIError, sqlite3.Error) as e:
+            error = self._user_error(getattr(e, "orig", None) or e)
+            if error is None:
+                raise
+            raise error from e
+
+    def _user_error(self, e: BaseException) -> SearchkitError | None:
+        code = _sqlite_code(e)
+        if code in _DAMAGED_CODES:
+            return self.damaged(f"{DB_NAME} cannot be read ({e})", restore=True)
+        if code == sqlite3.SQLITE_FULL:
+            return DiskFullError(f"no space left to write library {self.directory} ({e}): "
+                                 "nothing written before was lost; free some space and run "
+                                 "the command again")
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return LibraryBusyError(f"library {self.directory} is busy ({e}); try again")
+        if code in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
+            return SearchkitError(f"cannot use library {self.directory}: {DB_NAME}: {e}")
+        return None
+
+    def damaged(self, what: str, restore: bool = False) -> LibraryDamagedError:
+        """The one wording of "this library is damaged", with what to do about it."""
+        todo = (f"restore {self.path} from a backup, or move it away and index again"
+                if restore else f"run: searchkit check --repair --library {self.directory}")
+        return LibraryDamagedError(f"library {self.directory} is damaged: {what}; {todo}")
+
     # ---- lifecycle -------------------------------------------------------------------------
     def exists(self) -> bool:
-        with self.engine.connect() as c:
-            return c.execute(text(
-                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'")).first() is not None
+        """Whether a library lives here; creates nothing (reads the file read-only)."""
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return False
+        with self.errors():
+            c = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                return c.execute("SELECT 1 FROM sqlite_master WHERE type='table' "
+                                 "AND name='meta'").fetchone() is not None
+            finally:
+                c.close()
 
     def create(self, model_name: str, fingerprint: str, dim: int) -> None:
-        Base.metadata.create_all(self.engine)
+        with self.errors():
+            Base.metadata.create_all(self.engine)
         with self.session() as s:
             for k, v in (("schema_version", SCHEMA_VERSION), ("model_name", model_name),
                          ("model_fingerprint", fingerprint), ("dim", dim), ("vectors_version", 0)):
                 s.merge(Meta(key=k, value=str(v)))
 
     def migrate(self) -> None:
-        version = int(self.get_meta("schema_version") or 0)
+        version = self.meta_int("schema_version")
         if version > SCHEMA_VERSION:
             raise SearchkitError(f"library {self.directory} has schema version {version}, newer "
                                  f"than this searchkit ({SCHEMA_VERSION}): upgrade searchkit")
@@ -141,10 +236,13 @@ class Store:
                 s.merge(Meta(key="schema_version", value=str(version)))
 
     def info(self) -> LibraryInfo:
-        with self.session() as s:
-            meta = {m.key: m.value for m in s.scalars(select(Meta))}
-        return LibraryInfo(meta["model_name"], meta["model_fingerprint"], int(meta["dim"]),
-                           int(meta["schema_version"]))
+        meta = self.meta()
+        for key in META_KEYS:
+            if key not in meta:
+                raise self.damaged(f"meta has no {key!r}")
+        return LibraryInfo(meta["model_name"], meta["model_fingerprint"],
+                           self._parse_int("dim", meta["dim"]),
+                           self._parse_int("schema_version", meta["schema_version"]))
 
     def rebind(self, model_name: str, fingerprint: str, dim: int) -> None:
         """Bind the library to another model: every vector is dropped (files are re-indexed)."""
@@ -157,20 +255,37 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self.Session() as s, s.begin():
+        with self.errors(), self.Session() as s, s.begin():
             yield s
 
     # ---- meta ------------------------------------------------------------------------------
+    def meta(self) -> dict[str, str]:
+        with self.session() as s:
+            return {m.key: m.value for m in s.scalars(select(Meta))}
+
     def get_meta(self, key: str) -> str | None:
-        with self.engine.connect() as c:
-            try:
-                row = c.execute(text("SELECT value FROM meta WHERE key=:k"), {"k": key}).first()
-            except Exception:  # no meta table yet
-                return None
-        return row[0] if row else None
+        with self.session() as s:
+            return s.scalar(select(Meta.value).where(Meta.key == key))
+
+    def set_meta(self, key: str, value: str | int) -> None:
+        with self.session() as s:
+            s.merge(Meta(key=key, value=str(value)))
+
+    def meta_int(self, key: str) -> int:
+        """A numeric meta value; a missing or non-numeric one means the library is damaged."""
+        value = self.get_meta(key)
+        if value is None:
+            raise self.damaged(f"meta has no {key!r}")
+        return self._parse_int(key, value)
+
+    def _parse_int(self, key: str, value: str) -> int:
+        try:
+            return int(value)
+        except ValueError:
+            raise self.damaged(f"meta {key!r} is {value[:40]!r}, not a number") from None
 
     def vectors_version(self) -> int:
-        return int(self.get_meta("vectors_version") or 0)
+        return self.meta_int("vectors_version")
 
     @staticmethod
     def bump_version(s: Session) -> None:
@@ -206,17 +321,31 @@ class Store:
             rows = s.execute(select(File.status, func.count()).group_by(File.status)).all()
         return {status: n for status, n in rows}
 
-    def all_vectors(self) -> tuple[np.ndarray, np.ndarray, int]:
-        """(ids, vectors, vectors_version) of every ok row, read in one transaction."""
-        dim = int(self.get_meta("dim"))
+    def all_vectors(self) -> tuple[SoundVectors, int]:
+        """The vectors of every ok row (damaged ones set apart) and the ``vectors_version``
+        they belong to, read in one transaction."""
+        dim = self.meta_int("dim")
         with self.session() as s:
-            version = int(s.execute(text(
-                "SELECT value FROM meta WHERE key='vectors_version'")).scalar_one())
+            version = s.scalar(select(Meta.value).where(Meta.key == "vectors_version"))
+            if version is None:
+                raise self.damaged("meta has no 'vectors_version'")
             rows = s.execute(select(File.id, File.vector).where(File.status == STATUS_OK)
                              .order_by(File.id)).all()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
-        return ids, vecs.reshape(len(rows), dim).copy(), version
+        return (sound_vectors([r[0] for r in rows], [r[1] for r in rows], dim),
+                self._parse_int("vectors_version", version))
+
+    def ok_rows(self, chunk: int = 10_000) -> Iterator[list[tuple[int, str, bytes | None]]]:
+        """(id, path, vector) of every ok row, ``chunk`` rows at a time (bounded memory)."""
+        last = -1
+        while True:
+            with self.session() as s:
+                rows = s.execute(select(File.id, File.path, File.vector)
+                                 .where(File.status == STATUS_OK, File.id > last)
+                                 .order_by(File.id).limit(chunk)).all()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [tuple(r) for r in rows]
 
     def get_files(self, ids: list[int]) -> dict[int, File]:
         """Rows by id, without their vectors (what hits need)."""
@@ -227,6 +356,38 @@ class Store:
     def get_file(self, file_id: int) -> File | None:
         with self.session() as s:
             return s.get(File, file_id)
+
+    def awaiting_reencoding(self) -> int:
+        """Ok rows marked by :meth:`mark_for_reencoding` that no index run has redone yet."""
+        with self.session() as s:
+            return s.scalar(select(func.count()).where(File.status == STATUS_OK,
+                                                        File.mtime_ns == REENCODE_MTIME_NS))
+
+    # ---- checking and repair ---------------------------------------------------------------
+    def quick_check(self) -> list[str]:
+        """SQLite's own structural check: empty when the file is sound."""
+        with self.errors(), self.engine.connect() as c:
+            rows = [r[0] for r in c.execute(text("PRAGMA quick_check"))]
+        return [] if rows == ["ok"] else rows
+
+    def schema_matches(self) -> bool:
+        """Whether the tables have the columns of this version's schema."""
+        with self.errors(), self.engine.connect() as c:
+            for table in Base.metadata.sorted_tables:
+                have = {r[1] for r in c.execute(text(f"PRAGMA table_info({table.name})"))}
+                if have != {col.name for col in table.columns}:
+                    return False
+        return True
+
+    def mark_for_reencoding(self, ids: list[int]) -> None:
+        """Make the next index run encode these ok rows' files again (the indexer redoes a
+        row whose stored mtime differs from the file's and whose content hash is unknown);
+        the rows and their metadata stay until then."""
+        with self.session() as s:
+            for start in range(0, len(ids), 500):
+                s.execute(update(File).where(File.id.in_(ids[start:start + 500]),
+                                             File.status == STATUS_OK)
+                          .values(mtime_ns=REENCODE_MTIME_NS, content_hash=None))
 
     def skipped(self) -> list[File]:
         with self.session() as s:

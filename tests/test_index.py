@@ -45,15 +45,106 @@ def test_choose_kind_by_size():
     assert fi.choose_kind(fi.IVF_THRESHOLD) == "ivf"
 
 
+def saved_pair(tmp_path, n=100, kind="flat"):
+    ids, v = data(n)
+    stamp = fi.Stamp(4, n, 32, "abc", kind)
+    fi.save(fi.build(ids, v, kind=kind), stamp, tmp_path)
+    return stamp
+
+
+def overwrite(path, offset, nbytes, seed=0):
+    """Random bytes over part of a file (what a bad sector or a stray write does)."""
+    data = bytearray(path.read_bytes())
+    data[offset:offset + nbytes] = np.random.default_rng(seed).bytes(nbytes)
+    path.write_bytes(bytes(data))
+
+
 def test_save_load_roundtrip_and_corruption(tmp_path):
-    ids, v = data(100)
-    stamp = fi.Stamp(4, 100, 32, "abc", "flat")
-    fi.save(fi.build(ids, v, kind="flat"), stamp, tmp_path)
-    index, got = fi.load(tmp_path)
-    assert got == stamp and index.ntotal == 100
+    stamp = saved_pair(tmp_path)
+    saved = fi.load(tmp_path)
+    assert saved.stamp == stamp and saved.index.ntotal == 100
     assert not list(tmp_path.glob("*.tmp"))
     (tmp_path / fi.INDEX_FILE).write_bytes(b"\x00" * 10)
+    with pytest.raises(fi.DamagedIndexError, match="checksum"):
+        fi.load(tmp_path)
+
+
+@pytest.mark.parametrize("region", ["vectors", "id map"])
+def test_random_bytes_over_the_index_file_are_detected_before_use(tmp_path, region):
+    saved_pair(tmp_path)
+    path = tmp_path / fi.INDEX_FILE
+    size = path.stat().st_size
+    # IndexIDMap2(IndexFlatIP): header, the vectors, then the id map (8 bytes per id) at the end
+    offset = size // 3 if region == "vectors" else size - 8 * 50
+    overwrite(path, offset, 64)
+    assert path.stat().st_size == size  # same size: only the checksum can tell
+    with pytest.raises(fi.DamagedIndexError, match="checksum"):
+        fi.load(tmp_path)
+
+
+@pytest.mark.parametrize("stamp_text", ['{"vectors_version": 4', '[1, 2]', '{"bogus": 1, '
+                                        '"checksum": "crc32:0", "size": 3}', 'null'])
+def test_unreadable_stamp_is_damage_not_a_missing_index(tmp_path, stamp_text):
+    saved_pair(tmp_path)
+    (tmp_path / fi.STAMP_FILE).write_text(stamp_text)
+    with pytest.raises(fi.DamagedIndexError, match=fi.STAMP_FILE):
+        fi.load(tmp_path)
+
+
+def test_stamp_without_checksum_reads_as_no_saved_index(tmp_path):
+    """A stamp written before checksums: rebuilt once, not reported as damage."""
+    import json
+    stamp = saved_pair(tmp_path)
+    (tmp_path / fi.STAMP_FILE).write_text(json.dumps(stamp.__dict__))
     assert fi.load(tmp_path) is None
+
+
+def test_stamp_that_does_not_describe_the_index_is_damage(tmp_path):
+    import json
+    saved_pair(tmp_path)
+    record = json.loads((tmp_path / fi.STAMP_FILE).read_text())
+    (tmp_path / fi.STAMP_FILE).write_text(json.dumps(dict(record, count=99)))
+    with pytest.raises(fi.DamagedIndexError, match="stamp says 99"):
+        fi.load(tmp_path)
+
+
+def test_full_disk_during_save_keeps_the_old_index_and_leaves_no_temp_file(tmp_path,
+                                                                          monkeypatch):
+    import errno
+    import os
+    old = saved_pair(tmp_path)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(fi.os, "fsync", full)
+    ids, v = data(50)
+    with pytest.raises(OSError, match="No space left"):
+        fi.save(fi.build(ids, v, kind="flat"), fi.Stamp(5, 50, 32, "abc", "flat"), tmp_path)
+    monkeypatch.undo()
+    assert fi.load(tmp_path).stamp == old
+    assert fi.stray_temp_files(tmp_path) == [] and not list(tmp_path.glob("*.tmp"))
+
+
+def test_temp_files_of_a_killed_save_are_found_and_removed(tmp_path):
+    saved_pair(tmp_path)
+    strays = [tmp_path / "index.faiss.k1ll3d.tmp", tmp_path / "index.json.k1ll3d.tmp"]
+    for p in strays:
+        p.write_bytes(b"partial")
+    (tmp_path / "photo.tmp").write_bytes(b"not ours")
+    assert fi.stray_temp_files(tmp_path) == sorted(strays)
+    assert sorted(fi.remove_stray_temp_files(tmp_path)) == sorted(strays)
+    assert not any(p.exists() for p in strays) and (tmp_path / "photo.tmp").exists()
+    assert fi.load(tmp_path) is not None
+
+
+def test_temp_file_of_a_save_in_progress_is_not_a_stray(tmp_path):
+    saved_pair(tmp_path)
+    live = tmp_path / "index.faiss.inprogress.tmp"
+    live.write_bytes(b"being written")
+    with fi._save_lock(tmp_path, 0):  # what a live save holds
+        assert fi.stray_temp_files(tmp_path) == []
+        assert fi.remove_stray_temp_files(tmp_path) == []
+    assert live.exists()
 
 
 def test_ivf_quantizer_is_reused_while_size_is_close():

@@ -8,7 +8,9 @@ from PIL import Image
 
 from indexer import Indexer
 from searchkit import Filters, Library, Query
-from searchkit.errors import LibraryBusyError, ModelMismatchError, QueryError, SearchkitError
+from searchkit.errors import (LibraryBusyError, LibraryDamagedError, ModelMismatchError,
+                              QueryError, SearchkitError)
+from tests import damage
 from tests.helpers import make_photos, solid
 
 
@@ -119,9 +121,10 @@ def test_second_writer_fails_at_once(lib):
 def test_stale_index_is_rebuilt(lib, mixed):
     lib.search(Query.text("x"))
     assert lib.index_state() == "fresh"
-    (lib.directory / "index.faiss").write_bytes(b"garbage")
+    with lib.store.session() as s:  # a write the saved index has not seen
+        lib.store.bump_version(s)
     fresh = Library.open(lib.directory, encoder=lib.encoder)
-    assert fresh.index_state() == "missing"
+    assert fresh.index_state() == "stale"
     assert len(fresh.search(Query.text("x"), k=100)) == lib.status().indexed
     assert fresh.index_state() == "fresh"
 
@@ -149,3 +152,146 @@ def test_migrations_run_in_order(lib, monkeypatch):
     assert lib.store.get_meta("schema_version") == "2"
     with lib.store.session() as s:
         s.execute(text("SELECT rating FROM files"))
+
+
+# ---- damaged state ---------------------------------------------------------------------------
+def reopen(lib):
+    """A new process's view of the library (no index cached in memory)."""
+    return Library.open(lib.directory, encoder=lib.encoder)
+
+
+def ranked(hits):
+    return [(h.path, round(h.score, 4)) for h in hits]
+
+
+@pytest.mark.parametrize("region", ["vectors", "id map"])
+def test_damaged_index_file_is_detected_rebuilt_and_answers_correctly(lib, mixed, region):
+    q = Query.image(mixed / "cam.jpg")
+    expected = ranked(lib.search(q, k=5))
+    damage.damage_index(lib, region)
+    again = reopen(lib)
+    st = again.status()
+    assert st.index_state == "damaged" and any("damaged" in p for p in st.problems)
+    assert ranked(again.search(q, k=5)) == expected
+    assert again.index_state() == "fresh" and again.status().problems == []
+
+
+def test_unreadable_stamp_is_reported_as_damage_and_rebuilt(lib, mixed):
+    q = Query.text("a photo")
+    expected = ranked(lib.search(q, k=5))
+    (lib.directory / "index.json").write_text("{not json")
+    again = reopen(lib)
+    assert again.index_state() == "damaged"
+    assert ranked(again.search(q, k=5)) == expected
+    assert again.index_state() == "fresh"
+
+
+def test_noop_index_run_repairs_a_damaged_index(lib, mixed, caplog):
+    damage.damage_index(lib, "vectors")
+    report = Indexer(reopen(lib)).run([str(mixed)])
+    assert report.encoded == 0 and report.unchanged == lib.status().indexed
+    assert reopen(lib).index_state() == "fresh"
+    assert "damaged" in caplog.text and "rebuilding" in caplog.text  # said so
+
+
+def test_stray_temp_files_are_reported_then_removed_by_the_next_index_run(lib, mixed):
+    stray = lib.directory / "index.faiss.k1ll3d.tmp"
+    stray.write_bytes(b"\0" * 4096)
+    assert any("1 temp files" in p for p in reopen(lib).status().problems)
+    Indexer(reopen(lib)).run([str(mixed)])
+    assert not stray.exists() and reopen(lib).status().problems == []
+
+
+@pytest.mark.parametrize("kind", ["short", "null", "nan", "not unit"])
+def test_row_with_a_damaged_vector_is_left_out_of_search_and_reported(lib, mixed, kind):
+    cam = str(mixed / "cam.jpg")
+    total = lib.status().indexed
+    row_id = damage.set_vector(lib, cam, kind)
+    damage.drop_saved_index(lib)  # the next rebuild meets the damaged row
+    again = reopen(lib)
+    hits = again.search(Query.text("a photo"), k=100)
+    assert len(hits) == total - 1 and cam not in {h.path for h in hits}
+    assert ranked(again.search(Query.image(cam), k=3))  # others still answer
+    assert any("1 indexed images have a damaged vector" in p for p in again.status().problems)
+    with pytest.raises(LibraryDamagedError, match="check --repair"):
+        again.search(Query(like=[(row_id, 1.0)]))
+
+
+def test_filtered_exact_search_passes_over_rows_left_out_of_an_ivf_index(lib, mixed,
+                                                                         monkeypatch):
+    from searchkit import index as faiss_index
+    monkeypatch.setattr(faiss_index, "choose_kind", lambda n, threshold=0: "ivf")
+    damage.set_vector(lib, str(mixed / "shots" / "big.png"), "null")
+    damage.drop_saved_index(lib)
+    again = reopen(lib)
+    hits = again.search(Query.text("x"), k=10, filters=Filters(formats=("png",)))
+    assert again.search_index().kind == "ivf" and paths(hits) == {"small.png"}
+
+
+@pytest.mark.parametrize("key", ["schema_version", "dim", "vectors_version"])
+def test_meta_value_that_is_not_a_number_is_a_damaged_library_error(lib, mixed, key):
+    damage.set_meta(lib, key, "seven")
+    with pytest.raises(LibraryDamagedError, match=f"'{key}' is 'seven'.*check --repair"):
+        reopen(lib).search(Query.text("x"))
+
+
+@pytest.mark.parametrize("how", ["truncated", "bad header"])
+def test_damaged_database_file_is_a_damaged_library_error(lib, mixed, how):
+    (damage.truncate_db if how == "truncated" else damage.break_db_header)(lib)
+    with pytest.raises(LibraryDamagedError, match="is damaged.*restore"):
+        reopen(lib).search(Query.text("x"))
+
+
+def test_full_disk_during_a_database_write_is_one_error_and_loses_nothing(lib, mixed,
+                                                                          tmp_path):
+    from sqlalchemy import event
+
+    from searchkit.errors import DiskFullError
+    before = lib.status().indexed
+    make_photos(mixed / "more", 40, offset=100)
+    again = reopen(lib)
+    with again.store.engine.connect() as c:
+        pages = c.exec_driver_sql("PRAGMA page_count").scalar()
+
+    def no_room(dbapi_conn, _record):  # the disk holds exactly what is there now
+        dbapi_conn.execute(f"PRAGMA max_page_count={pages}")
+    event.listen(again.store.engine, "connect", no_room)
+    again.store.engine.dispose()
+    with pytest.raises(DiskFullError, match="no space left.*nothing written before was lost"):
+        Indexer(again).run([str(mixed)])
+    event.remove(again.store.engine, "connect", no_room)
+    again.store.engine.dispose()
+    assert reopen(lib).status().indexed == before
+    assert Indexer(reopen(lib)).run([str(mixed)]).added == 40  # resumes
+
+
+def test_full_disk_during_index_save_still_answers_and_keeps_no_temp_file(lib, mixed,
+                                                                          monkeypatch, caplog):
+    import errno
+
+    from searchkit import index as faiss_index
+    expected = ranked(lib.search(Query.text("a photo"), k=20))
+    damage.drop_saved_index(lib)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(faiss_index.os, "fsync", full)
+    again = reopen(lib)
+    assert ranked(again.search(Query.text("a photo"), k=20)) == expected
+    assert "cannot save the index" in caplog.text and "No space left" in caplog.text
+    assert not list(lib.directory.glob("*.tmp")) and again.index_state() == "missing"
+    monkeypatch.undo()
+    reopen(lib).search(Query.text("a photo"))
+    assert reopen(lib).index_state() == "fresh"
+
+
+@pytest.mark.parametrize("leftover", [None, b"", b"not sqlite at all, just some text"])
+def test_opening_a_folder_that_is_not_a_library_creates_nothing(tmp_path, leftover):
+    folder = tmp_path / "photos"
+    make_photos(folder, 2)
+    if leftover is not None:  # e.g. the empty library.db older versions left behind
+        (folder / "library.db").write_bytes(leftover)
+    before = sorted(p for p in folder.rglob("*"))
+    with pytest.raises(SearchkitError, match="no library|damaged"):
+        Library.open(folder)
+    assert sorted(p for p in folder.rglob("*")) == before

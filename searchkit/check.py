@@ -1,0 +1,291 @@
+"""`searchkit check`, like `git fsck`: verify a library and, with ``repair``, fix what can be
+fixed without losing a stored row.
+
+Checked, in order (a step that finds the library unreadable stops the ones that need it):
+the database file (SQLite ``quick_check``), the meta rows and schema version, every ok row's
+vector (length, finite, unit norm) and whether its file is still on disk, the saved index
+against the store (checksum, stamp, count, and a probe of stored vectors), and temp files left
+by a killed save. Repair: meta counters that can be recomputed, damaged vectors marked so that
+the next index run encodes their files again, the index rebuilt, stray temp files removed.
+A damaged database file is not repaired here: it is restored from a backup.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import index as faiss_index
+from .errors import LibraryDamagedError, SearchkitError
+from .library import Library, write_lock
+from .store import META_INTS, META_KEYS, SCHEMA_VERSION, Store, sound_vectors
+
+MAX_EXAMPLES = 5     # paths shown per finding
+PROBE_ROWS = 64      # stored vectors compared with the saved index
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing found. A problem is damage; a note is not (a stale cache, a file gone)."""
+    area: str                     # "store", "meta", "vectors", "index", "temp files", "files"
+    message: str
+    problem: bool = True
+    repaired: str | None = None   # what the repair did about it
+    examples: list[str] = field(default_factory=list)   # a few paths, to print literally
+
+    @property
+    def remains(self) -> bool:
+        return self.problem and self.repaired is None
+
+
+@dataclass
+class CheckReport:
+    directory: str
+    repair: bool
+    checked: list[str] = field(default_factory=list)   # what was verified, in words
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        """No damage left (after the repair, if one was asked for)."""
+        return not any(f.remains for f in self.findings)
+
+    def to_json(self) -> dict:
+        return dict(asdict(self), healthy=self.healthy)
+
+
+@dataclass
+class _Scan:
+    """One pass over the ok rows."""
+    rows: int = 0
+    sound_ids: list[np.ndarray] = field(default_factory=list)
+    bad: dict[int, str] = field(default_factory=dict)
+    bad_paths: list[str] = field(default_factory=list)
+    missing: int = 0
+    missing_paths: list[str] = field(default_factory=list)
+
+    def ids(self) -> np.ndarray:
+        return np.concatenate(self.sound_ids) if self.sound_ids else np.zeros(0, np.int64)
+
+
+def check_library(directory: str | Path, repair: bool = False) -> CheckReport:
+    """Verify the library in ``directory`` (and repair it). Raises only when there is no
+    library there or, with ``repair``, when an index run holds it."""
+    directory = Path(directory).expanduser()
+    store = Store(directory)
+    if not store.path.is_file() or store.path.stat().st_size == 0:
+        raise SearchkitError(f"no library at {directory} (no {store.path.name} there)")
+    report = CheckReport(str(directory), repair)
+    with write_lock(directory) if repair else nullcontext():
+        if not (_check_store(store, report) and _check_meta(store, report, repair)):
+            return report
+        library = Library(directory, store, store.info())
+        scan = _scan_rows(store, library.info.dim)
+        report.checked.append(f"{scan.rows} indexed images: vectors and files on disk")
+        _report_vectors(store, scan, report, repair)
+        _report_missing_files(scan, report)
+        _check_temp_files(directory, report, repair)
+        _check_index(library, scan, report, repair)
+    return report
+
+
+# ---- the database file and its meta rows ---------------------------------------------------
+def _check_store(store: Store, report: CheckReport) -> bool:
+    report.checked.append(f"{store.path.name} structure (SQLite quick_check)")
+    try:
+        if not store.exists():
+            report.findings.append(Finding("store", f"{store.path.name} holds no library"))
+            return False
+        errors = store.quick_check()
+        if errors:
+            raise store.damaged(f"{store.path.name} fails SQLite's check "
+                                f"({'; '.join(errors[:3])})", restore=True)
+    except LibraryDamagedError as e:
+        report.findings.append(Finding("store", str(e)))
+        return False
+    return True
+
+
+def _check_meta(store: Store, report: CheckReport, repair: bool) -> bool:
+    """Meta rows present and numeric where they must be; the schema this code knows."""
+    report.checked.append("meta rows and schema version")
+    meta = store.meta()
+    for key in META_KEYS:
+        value = meta.get(key)
+        if key in META_INTS and value is not None and _is_int(value):
+            continue
+        if key not in META_INTS and value:
+            continue
+        what = f"meta {key!r} is " + ("missing" if value is None else f"{value[:40]!r}")
+        fix = _repair_meta(store, key) if repair else None
+        report.findings.append(Finding("meta", what, repaired=fix))
+        if fix is None:
+            return False
+    version = int(store.get_meta("schema_version"))
+    if version > SCHEMA_VERSION:
+        report.findings.append(Finding("meta", f"schema version {version} is newer than this "
+                                               f"searchkit ({SCHEMA_VERSION}): upgrade searchkit"))
+        return False
+    if version < SCHEMA_VERSION:
+        if repair:
+            store.migrate()
+        report.findings.append(Finding(
+            "meta", f"schema version {version}: migrated to {SCHEMA_VERSION} when opened",
+            problem=False, repaired="migrated" if repair else None))
+    return True
+
+
+def _is_int(value: str) -> bool:
+    try:
+        int(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _repair_meta(store: Store, key: str) -> str | None:
+    """Recompute a meta value that can be recomputed; what was done, or None."""
+    if key == "vectors_version":  # any new value: every cached index becomes stale
+        value = _fresh_version(store)
+    elif key == "dim":
+        value = _dim_from_vectors(store)
+    elif key == "schema_version" and store.schema_matches():
+        value = SCHEMA_VERSION
+    else:
+        return None
+    if value is None:
+        return None
+    store.set_meta(key, value)
+    return f"set {key} to {value}"
+
+
+def _fresh_version(store: Store) -> int:
+    try:
+        saved = faiss_index.load(store.directory)
+    except faiss_index.DamagedIndexError:
+        saved = None
+    return (saved.stamp.vectors_version if saved else 0) + 1
+
+
+def _dim_from_vectors(store: Store) -> int | None:
+    """The length most ok rows' vectors agree on (a sample), if any."""
+    lengths = [len(v) // 4 for _, _, v in next(store.ok_rows(chunk=1000), [])
+               if v and len(v) % 4 == 0]
+    if not lengths:
+        return None
+    values, counts = np.unique(lengths, return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
+# ---- rows: vectors and files ---------------------------------------------------------------
+def _scan_rows(store: Store, dim: int) -> _Scan:
+    scan = _Scan()
+    for chunk in store.ok_rows():
+        ids, paths, blobs = zip(*chunk)
+        sound = sound_vectors(list(ids), list(blobs), dim)
+        scan.rows += len(chunk)
+        scan.sound_ids.append(sound.ids)
+        scan.bad.update(sound.bad)
+        by_id = dict(zip(ids, paths))
+        scan.bad_paths += [by_id[i] for i in list(sound.bad)[:MAX_EXAMPLES - len(scan.bad_paths)]]
+        for path in paths:
+            if not os.path.exists(path):
+                scan.missing += 1
+                if len(scan.missing_paths) < MAX_EXAMPLES:
+                    scan.missing_paths.append(path)
+    return scan
+
+
+def _report_vectors(store: Store, scan: _Scan, report: CheckReport, repair: bool) -> None:
+    if not scan.bad:
+        return
+    reasons = sorted(set(scan.bad.values()))
+    message = (f"{len(scan.bad)} indexed images have a damaged vector ({'; '.join(reasons[:3])})"
+               "; they are left out of search until encoded again")
+    waiting = store.awaiting_reencoding()
+    if waiting and not repair:
+        message += f" ({waiting} already marked: run searchkit index)"
+    repaired = None
+    if repair:
+        store.mark_for_reencoding(sorted(scan.bad))
+        repaired = (f"marked {len(scan.bad)} images to be encoded again: run "
+                    f"searchkit index --library {store.directory}")
+    report.findings.append(Finding("vectors", message, repaired=repaired,
+                                   examples=scan.bad_paths))
+
+
+def _report_missing_files(scan: _Scan, report: CheckReport) -> None:
+    if scan.missing:
+        report.findings.append(Finding(
+            "files", f"{scan.missing} indexed files are no longer on disk (moved, deleted or "
+                     "on a drive not mounted); the next index run drops those under its "
+                     "folders, `searchkit forget FOLDER` drops a folder",
+            problem=False, examples=scan.missing_paths))
+
+
+# ---- the derived files -----------------------------------------------------------------------
+def _check_temp_files(directory: Path, report: CheckReport, repair: bool) -> None:
+    report.checked.append("temp files")
+    strays = faiss_index.stray_temp_files(directory)
+    if not strays:
+        return
+    size = sum(p.stat().st_size for p in strays if p.exists())
+    repaired = None
+    if repair:
+        removed = faiss_index.remove_stray_temp_files(directory)
+        repaired = f"removed {len(removed)} temp files" if removed else None
+    report.findings.append(Finding(
+        "temp files", f"{len(strays)} temp files ({size / 1e6:.1f} MB) left by an "
+                      "interrupted save", repaired=repaired, examples=[p.name for p in strays]
+        [:MAX_EXAMPLES]))
+
+
+def _check_index(library: Library, scan: _Scan, report: CheckReport, repair: bool) -> None:
+    report.checked.append("saved index against the store (checksum, stamp, count, probe)")
+    finding = _index_finding(library, scan)
+    if finding is None:
+        return
+    if repair:
+        library.rebuild_index(save=True)
+        if library.index_state() == "fresh":
+            finding = Finding(finding.area, finding.message, finding.problem,
+                              repaired=f"rebuilt the index from {library.store.path.name} "
+                                       f"({len(scan.ids())} vectors)")
+    report.findings.append(finding)
+
+
+def _index_finding(library: Library, scan: _Scan) -> Finding | None:
+    saved, damage = library.read_saved_index()
+    if damage is not None:
+        return Finding("index", f"the saved index is damaged ({damage})")
+    if saved is None:
+        return Finding("index", "no saved index (the next search builds it)", problem=False)
+    if not library.is_fresh(saved):
+        return Finding("index", "the saved index is older than the store (the next search "
+                                "rebuilds it)", problem=False)
+    ids = scan.ids()
+    if saved.stamp.count != len(ids) or saved.stamp.left_out != len(scan.bad):
+        return Finding("index", f"the saved index holds {saved.stamp.count} vectors, the store "
+                                f"{len(ids)} sound ones")
+    wrong = _probe(library, saved.index, ids)
+    if wrong:
+        return Finding("index", f"the saved index disagrees with the store on {wrong} of the "
+                                f"vectors probed")
+    return None
+
+
+def _probe(library: Library, index, ids: np.ndarray) -> int:
+    """How many of a spread of stored vectors the index does not hold exactly."""
+    wrong = 0
+    for row_id in ids[np.linspace(0, len(ids) - 1, min(PROBE_ROWS, len(ids)), dtype=int)]:
+        try:
+            got = index.reconstruct(int(row_id))
+        except RuntimeError:
+            wrong += 1
+            continue
+        wrong += not np.array_equal(got, library.stored_vector(int(row_id)))
+    return wrong
