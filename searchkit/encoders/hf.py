@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from .base import DualModel, EncoderError, TorchEncoder
+from .transform import limit_aspect
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,8 @@ class HFEncoder(TorchEncoder):
         self.image_std = tuple(ip.image_std)
 
     def _transform(self, image: Image.Image) -> np.ndarray:
-        out = self._image_processor(images=image.convert("RGB"), return_tensors="np")
+        image = limit_aspect(image.convert("RGB"))  # bounds the processor's intermediates
+        out = self._image_processor(images=image, return_tensors="np")
         return np.asarray(out["pixel_values"][0], dtype=np.float32)
 
     def _tokenize(self, texts: list[str]) -> dict:
