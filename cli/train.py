@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .common import UserError, console, out, user_errors
+from .common import UserError, console, fail, out, user_errors
 
 DataArg = typer.Argument(..., help="Dataset: an imagefolder directory with metadata.jsonl "
                          "(per split folder), a CSV/JSONL of image path + caption, or a hub name.")
@@ -135,12 +135,8 @@ def _callbacks(progress, task):
 
 def _train_config(**kw):
     from trainer.augment import AugmentConfig
-    from trainer.loop import TrainConfig
-    from trainer.modes import LoraSettings, TrainMode
-    try:
-        TrainMode(kw["mode"])
-    except ValueError:
-        raise UserError(f"--mode must be one of {', '.join(m.value for m in TrainMode)}") from None
+    from trainer.loop import TrainConfig, check_config
+    from trainer.modes import LoraSettings
     aug = AugmentConfig.off() if not kw.pop("augment") else AugmentConfig(
         crop_scale=(kw.pop("crop_min"), 1.0), flip_p=kw.pop("flip"), jitter=kw.pop("jitter"),
         grayscale_p=kw.pop("grayscale"), blur_p=kw.pop("blur"))
@@ -148,7 +144,31 @@ def _train_config(**kw):
         kw.pop(k, None)
     rank = kw.pop("lora_rank")
     lora = LoraSettings(rank=rank, alpha=2 * rank)
-    return TrainConfig(augment=aug, lora=lora, **kw)
+    cfg = TrainConfig(augment=aug, lora=lora, **kw)
+    check_config(cfg)        # settings and optional packages, before any data or model loads
+    return cfg
+
+
+RESUME_HINT = "run the same command with --resume to continue from there"
+
+
+def _run_finetune(output: Path, run):
+    """``run()`` with a failure or interrupt after a checkpoint saying where the run is kept
+    and how to continue it."""
+    from trainer.checkpoint import LAST
+    from trainer.loop import CHECKPOINT_SUBDIR, TrainStopped
+    try:
+        return run()
+    except TrainStopped as e:
+        fail(f"{e.reason}; the run is kept at step {e.step} of {e.total_steps} in "
+             f"{e.checkpoint}: {RESUME_HINT}", code=1)
+    except KeyboardInterrupt:
+        last = output / CHECKPOINT_SUBDIR / LAST
+        if not last.is_file():
+            raise
+        console.print(f"interrupted; the last checkpoint is {last}: {RESUME_HINT}",
+                      highlight=False, markup=False)
+        raise typer.Exit(130)
 
 
 def _final_table(res) -> None:
@@ -253,9 +273,9 @@ def finetune_cmd(
     encoder = _load(model, device)
     with _progress() as progress:
         task = progress.add_task("starting", total=None, stats="")
-        res = finetune(encoder, pairs, cfg, output, reference=ref,
-                       callbacks=_callbacks(progress, task), resume=resume,
-                       cache_dir=cache_dir)
+        res = _run_finetune(output, lambda: finetune(
+            encoder, pairs, cfg, output, reference=ref, callbacks=_callbacks(progress, task),
+            resume=resume, cache_dir=cache_dir))
     if json_out:
         out.print_json((output / "metrics.json").read_text())
     else:

@@ -30,7 +30,7 @@ from .evaluate import (EvalPoint, ImageVectorCache, ReferenceScore, ReferenceSet
                        RetrievalMetrics, embed_pair_images, evaluate_pairs)
 from .gradcache import gradcache_step
 from .loss import clamp_logit_scale_, model_loss
-from .modes import LoraSettings, TrainMode, apply_mode, has_lora, merge_lora
+from .modes import LoraSettings, TrainMode, apply_mode, check_mode_packages, has_lora, merge_lora
 from .optim import make_optimizer, set_lr
 from .schedule import lr_at
 from .towers import split_image, trunk_frozen_head_trains
@@ -47,6 +47,22 @@ CHECKPOINT_SUBDIR = "checkpoints"
 
 class TrainError(SearchkitError):
     """The run cannot go on (bad settings, nothing to train, incompatible checkpoint)."""
+
+
+class TrainStopped(TrainError):
+    """The run failed after it had saved a checkpoint; the checkpoint is kept, and the same
+    settings with ``resume=True`` continue from it instead of starting over."""
+
+    def __init__(self, cause: Exception, checkpoint: Path, step: int, total_steps: int):
+        self.cause, self.checkpoint = cause, checkpoint
+        self.step, self.total_steps = step, total_steps
+        super().__init__(f"{self.reason} (checkpoint kept: {checkpoint}, step {step} of "
+                         f"{total_steps})")
+
+    @property
+    def reason(self) -> str:
+        c = self.cause
+        return str(c) if isinstance(c, SearchkitError) else f"{type(c).__name__}: {c}"
 
 
 @dataclass(frozen=True)
@@ -232,6 +248,7 @@ class Trainer:
         self._train_image_features: torch.Tensor | None = None
         self._trunk_features: torch.Tensor | None = None
         self._best_in_memory: dict[str, torch.Tensor] | None = None   # when there is no output
+        self.saved: Path | None = None      # the checkpoint this run wrote or resumed from
 
     # -- measuring --
     def measure(self, label: str) -> EvalPoint:
@@ -253,8 +270,9 @@ class Trainer:
 
     def save(self) -> None:
         if self.checkpoint_dir is not None:
-            ckpt.save_checkpoint(self.checkpoint_dir / ckpt.LAST, self.model, self.optimizer,
-                                 self.state, self.cfg.to_json())
+            path = self.checkpoint_dir / ckpt.LAST
+            ckpt.save_checkpoint(path, self.model, self.optimizer, self.state, self.cfg.to_json())
+            self.saved = path
 
     def resume(self, path: Path) -> None:
         c = ckpt.load_checkpoint(path)
@@ -264,6 +282,7 @@ class Trainer:
                              "same settings (they are stored in the checkpoint)")
         ckpt.restore(self.model, self.optimizer, c)
         self.state = c.state
+        self.saved = path
         self.cb.stage(f"resumed at step {self.state.step} of {self.total_steps}")
 
     # -- training --
@@ -422,22 +441,47 @@ def _point(d: dict) -> EvalPoint:
     return EvalPoint(d["label"], RetrievalMetrics.from_json(d["domain"]), ref)
 
 
-def finetune(encoder, data: PairData, cfg: TrainConfig, output: Path | None,
-             reference: ReferenceSet | None = None, callbacks: Callbacks | None = None,
-             resume: bool = False, max_steps: int | None = None,
-             cache_dir: Path | None = None) -> TrainResult:
-    """Measure, train, keep the best epoch, optionally WiSE-FT, export; see the module doc."""
+def check_config(cfg: TrainConfig) -> None:
+    """Settings and the optional packages they need, checked before any work (a missing
+    package must not cost a whole run at export time)."""
+    try:
+        mode = TrainMode(cfg.mode)
+    except ValueError:
+        raise TrainError(f"--mode must be one of {', '.join(m.value for m in TrainMode)}"
+                         ) from None
     if cfg.wise != "off" and cfg.wise != "auto":
         try:
             float(cfg.wise)
         except ValueError:
             raise TrainError(f"--wise takes off, auto or an alpha in [0, 1], not {cfg.wise!r}")
+    check_mode_packages(mode)
+
+
+def finetune(encoder, data: PairData, cfg: TrainConfig, output: Path | None,
+             reference: ReferenceSet | None = None, callbacks: Callbacks | None = None,
+             resume: bool = False, max_steps: int | None = None,
+             cache_dir: Path | None = None) -> TrainResult:
+    """Measure, train, keep the best epoch, optionally WiSE-FT, export; see the module doc.
+
+    A failure after the first checkpoint raises :class:`TrainStopped` (the checkpoint stays;
+    ``resume=True`` continues from it)."""
+    check_config(cfg)
     t = Trainer(encoder, data, cfg, output, reference, callbacks, cache_dir)
     last = t.checkpoint_dir / ckpt.LAST if t.checkpoint_dir else None
     if resume:
         if last is None or not last.is_file():
             raise TrainError(f"nothing to resume: no checkpoint in {t.checkpoint_dir}")
         t.resume(last)
+    try:
+        return _run(t, max_steps)
+    except Exception as e:
+        if t.saved is None:
+            raise
+        raise TrainStopped(e, t.saved, t.state.step, t.total_steps) from e
+
+
+def _run(t: Trainer, max_steps: int | None) -> TrainResult:
+    encoder, data, cfg, output = t.encoder, t.data, t.cfg, t.output
     if not t.state.evals or t.state.evals[0]["label"] != "before":
         t.state.evals.insert(0, t.measure("before").to_json())
         t.save()

@@ -2,13 +2,16 @@
 
 The temperature (and SigLIP's bias) trains in every mode. LoRA adapters (peft) go on the
 attention projections of whichever towers have attention; :func:`merge_lora` folds them back
-into plain layers so the exported model needs no peft.
+into plain layers so the exported model needs no peft. peft is optional (the ``train`` extra):
+only LoRA imports it, and :func:`check_mode_packages` says so before a run starts.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
+import sys
 from dataclasses import dataclass
 from enum import Enum
 
@@ -35,6 +38,24 @@ class ModeError(SearchkitError):
     """A training mode cannot be applied to this model."""
 
 
+class MissingPackageError(ModeError):
+    """A training mode needs an optional package that is not installed."""
+
+
+# optional packages (module name, what to pip install) that a mode needs beyond the base install
+MODE_PACKAGES: dict[TrainMode, tuple[tuple[str, str], ...]] = {TrainMode.LORA: (("peft", "peft"),)}
+
+
+def check_mode_packages(mode: TrainMode | str) -> None:
+    """Raise :class:`MissingPackageError` when ``mode`` needs a package that is not installed;
+    cheap (nothing is imported), so callers run it before any work."""
+    mode = TrainMode(mode)
+    for module, pip_name in MODE_PACKAGES.get(mode, ()):
+        if importlib.util.find_spec(module) is None:
+            raise MissingPackageError(f"mode {mode.value!r} needs the {module} package, which is "
+                                      f"not installed: pip install {pip_name}")
+
+
 @dataclass(frozen=True)
 class LoraSettings:
     rank: int = 8
@@ -53,6 +74,7 @@ def _temperature_params(model) -> list[torch.nn.Parameter]:
 def apply_mode(model, mode: TrainMode | str, lora: LoraSettings = LoraSettings()) -> None:
     """Set ``requires_grad`` (and inject LoRA) in place for the chosen mode."""
     mode = TrainMode(mode)
+    check_mode_packages(mode)
     if mode == TrainMode.LORA:
         _inject_lora(model, lora)
     else:
@@ -103,16 +125,22 @@ def _inject_lora(model, s: LoraSettings) -> None:
     log.info("LoRA rank %d on %d attention layers", s.rank, len(targets))
 
 
+def _loaded_lora_layer() -> type | None:
+    """peft's LoRA layer class if peft is already imported, else None: adapters exist only
+    after :func:`_inject_lora` imported peft, so asking never imports it."""
+    lora = sys.modules.get("peft.tuners.lora")
+    return getattr(lora, "LoraLayer", None)
+
+
 def has_lora(model) -> bool:
-    from peft.tuners.lora import LoraLayer
-    return any(isinstance(m, LoraLayer) for m in model.modules())
+    layer = _loaded_lora_layer()
+    return layer is not None and any(isinstance(m, layer) for m in model.modules())
 
 
 def merge_lora(model) -> None:
     """Fold LoRA adapters into their base layers and put the plain layers back."""
-    try:
-        from peft.tuners.lora import LoraLayer
-    except ImportError:  # peft absent: there cannot be adapters
+    LoraLayer = _loaded_lora_layer()
+    if LoraLayer is None:
         return
     for name, module in list(model.named_modules()):
         if isinstance(module, LoraLayer):

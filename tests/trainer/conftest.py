@@ -22,3 +22,12 @@ def shapes_dir(tmp_path_factory):
 def shapes_data(shapes_dir):
     from trainer.data import load_pairs
     return load_pairs(str(shapes_dir))
+
+
+@pytest.fixture()
+def no_peft(monkeypatch):
+    """peft as if not installed (the README's main install): importing it fails, and modules an
+    earlier test imported are hidden."""
+    import sys
+    for name in [n for n in sys.modules if n == "peft" or n.startswith("peft.")] + ["peft"]:
+        monkeypatch.setitem(sys.modules, name, None)

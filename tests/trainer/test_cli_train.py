@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -63,3 +64,60 @@ def test_classify_accuracy_json(tiny_clip_dir, tmp_path):
     r = run("classify", tmp_path / "red" / "a.png", "--labels", "red,blue", "--model",
             tiny_clip_dir)
     assert r.exit_code == 0 and r.stdout.split()[0] in ("red", "blue")
+
+
+TINY_RUN = ("--epochs", 1, "--batch-size", 48, "--chunk-size", 16, "--lr", "1e-3", "--threads", 1,
+            "--no-augment")
+
+
+def _last_line(output: str) -> str:
+    return [ln for ln in output.splitlines() if ln.strip()][-1]
+
+
+def test_lora_without_peft_fails_before_any_work(no_peft, tiny_clip_dir, shapes_dir, tmp_path):
+    out = tmp_path / "run"
+    r = run("finetune", shapes_dir, "--model", tiny_clip_dir, "--output", out, "--mode", "lora",
+            *TINY_RUN)
+    assert r.exit_code != 0 and "Traceback" not in r.output, r.output
+    assert _last_line(r.output) == ("error: mode 'lora' needs the peft package, which is not "
+                                    "installed: pip install peft")
+    assert "reading the dataset" not in r.output and not out.exists()
+
+
+def test_default_finetune_without_peft_exports_the_model(no_peft, tiny_clip_dir, shapes_dir,
+                                                         tmp_path):
+    out = tmp_path / "run"
+    r = run("finetune", shapes_dir, "--model", tiny_clip_dir, "--output", out, *TINY_RUN)
+    assert r.exit_code == 0, r.output
+    assert (out / "metrics.json").is_file()
+    r = run("evaluate", shapes_dir, "--model", out / "model", "--json", "--threads", 1)
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("failure, code", [(OSError(28, "No space left on device"), 1),
+                                           (KeyboardInterrupt(), 130)])
+def test_late_failure_keeps_the_checkpoint_and_says_how_to_resume(
+        failure, code, tiny_clip_dir, shapes_dir, tmp_path, monkeypatch):
+    import trainer.loop
+    out = tmp_path / "run"
+    args = ("finetune", shapes_dir, "--model", tiny_clip_dir, "--output", out, *TINY_RUN)
+    export = trainer.loop.export
+
+    def fail_export(*a, **kw):
+        raise failure
+    monkeypatch.setattr(trainer.loop, "export", fail_export)
+    r = run(*args)
+    assert r.exit_code == code and "Traceback" not in r.output, r.output
+    last = out / "checkpoints" / "last.pt"
+    assert last.is_file()
+    line = _last_line(r.output)
+    assert str(last) in line and "--resume" in line, r.output
+    if code == 1:
+        assert line.startswith("error: OSError: [Errno 28] No space left on device;")
+        assert "step 10 of 10" in line
+    # resuming exports without training again
+    monkeypatch.setattr(trainer.loop, "export", export)
+    monkeypatch.setattr(trainer.loop.Trainer, "_step", None)
+    r = run(*args, "--resume", "--json")
+    assert r.exit_code == 0, r.output
+    assert len(json.loads((out / "metrics.json").read_text())["losses"]) == 10

@@ -29,20 +29,31 @@ def _subset(data: PairData, n_train: int, n_val: int) -> PairData:
                     PairSplit("validation", _spread(data.validation.pairs, n_val, 2)))
 
 
+# the learning proof's model and settings (tests/trainer/measure_learning_margin.py measures them)
+PROOF_MODEL = dict(width=64, projection_dim=32)
+PROOF_CONFIG = TrainConfig(epochs=30, batch_size=64, chunk_size=64, lr=1e-3, warmup_steps=20,
+                           weight_decay=0.0, workers=2, augment=AugmentConfig.off())
+
+
 @pytest.fixture(scope="module")
 def clip64_dir(tmp_path_factory):
-    return make_tiny_clip(tmp_path_factory.mktemp("clip64"), width=64, projection_dim=32)
+    return make_tiny_clip(tmp_path_factory.mktemp("clip64"), **PROOF_MODEL)
 
 
 def test_tiny_model_learns_shapes_from_scratch(clip64_dir, shapes_data):
-    """Validation R@1 rises from near chance to >= 90% (48 captions, 96 held-out images)."""
+    """Validation R@1 rises from near chance to far above it (48 captions, 96 held-out images).
+
+    Measured (measure_learning_margin.py: model/data seeds 0-4 x torch threads 1, 2) best-epoch
+    R@1 text->image 89.58-100 (median 95.83), image->text 81.25-92.71 (median 89.58); this
+    seed is the lowest (89.58 on one thread, 91.67 on two; another machine's OpenBLAS also gave
+    89.58). A broken learner stays near chance: lr=0 gives 0.00 / 2.08, shuffled captions
+    6.25 / 2.08. The bounds sit ~15 points under the worst run and ~60 over broken learning.
+    """
     enc = load_encoder(str(clip64_dir))
-    cfg = TrainConfig(epochs=30, batch_size=64, chunk_size=64, lr=1e-3, warmup_steps=20,
-                      weight_decay=0.0, workers=2, augment=AugmentConfig.off())
-    res = finetune(enc, shapes_data, cfg, output=None)
+    res = finetune(enc, shapes_data, PROOF_CONFIG, output=None)
     assert res.before.domain.text_to_image.r1 <= 20
-    assert res.after.domain.text_to_image.r1 >= 90
-    assert res.after.domain.image_to_text.r1 >= 80
+    assert res.after.domain.text_to_image.r1 >= 75
+    assert res.after.domain.image_to_text.r1 >= 65
     # the model in hand is the best epoch's
     assert evaluate_pairs(enc, shapes_data.validation.pairs) == res.after.domain
 
