@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import mimetypes
+from contextlib import nullcontext
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -12,20 +12,22 @@ from fastapi import Depends, FastAPI, File, Form, HTTPException, Path as PathPar
     Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, \
-    Response
+    Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import select
 
 from ..errors import SearchkitError
-from ..imageio import MAX_PIXELS, ImageDecodeError, open_image, sniff
+from ..imageio import MAX_PIXELS, SNIFF_BYTES, ImageDecodeError, open_image, sniff
 from ..library import Library
 from ..query import Filters, Query as SearchQuery
 from ..store import STATUS_OK, File as FileRow
+from .batching import DecodeSlots
 from .config import PAGE_HEADERS, THUMB_DIR, WebConfig
 from .guards import LOGIN_PATH, TOKEN_COOKIE, BodyLimit, TokenAuth, token_ok
 from .params import MAX_ID, MAX_TERMS, MAX_TEXT, RowId, TextTerm, Weight, filter_params
 from .schemas import ErrorOut, ImageOut, SearchResponse, SkippedOut, StatusOut, Timings, \
     ValidationErrorOut, hit_out, image_out
+from .originals import Original, OriginalUnavailable, open_original
 from .search import RequestTimings, Searcher
 from .thumbs import ThumbnailCache, ThumbnailError
 
@@ -57,14 +59,15 @@ def create_app(library: Library, config: WebConfig | None = None,
     config = config or WebConfig()
     searcher = searcher or Searcher(library)
     thumb_dir = Path(config.thumb_dir) if config.thumb_dir else library.directory / THUMB_DIR
-    thumbs = ThumbnailCache(thumb_dir, config.thumb_size, MAX_PIXELS)
+    slots = DecodeSlots(config.decode_slots)
+    thumbs = ThumbnailCache(thumb_dir, config.thumb_size, MAX_PIXELS, slots)
     app = FastAPI(title="searchkit", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Semantic image search over a searchkit library: by text, by an "
                               "uploaded image, or both. Images are served by id only.")
     app.state.library, app.state.searcher, app.state.thumbs = library, searcher, thumbs
-    app.state.config = config
+    app.state.config, app.state.decode_slots = config, slots
     _install_errors(app)
-    _search_routes(app, library, searcher, config)
+    _search_routes(app, library, searcher, config, slots)
     _image_routes(app, library, thumbs)
     _page_routes(app, library, config)
     _docs_routes(app)
@@ -88,6 +91,10 @@ def _install_errors(app: FastAPI) -> None:
     async def _user_error(request: Request, exc: SearchkitError):
         return JSONResponse({"detail": " ".join(str(exc).split())}, status_code=400)
 
+    @app.exception_handler(OriginalUnavailable)
+    async def _gone(request: Request, exc: OriginalUnavailable):
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
         errors = [{"loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
@@ -108,7 +115,8 @@ def _timings_out(t: RequestTimings) -> Timings:
 
 
 # ---- search ----------------------------------------------------------------------------------
-def _search_routes(app: FastAPI, library: Library, searcher: Searcher, config: WebConfig) -> None:
+def _search_routes(app: FastAPI, library: Library, searcher: Searcher, config: WebConfig,
+                   slots: DecodeSlots) -> None:
     def check_k(k: int) -> None:
         if k > config.max_k:
             raise HTTPException(400, f"k must be at most {config.max_k}")
@@ -154,14 +162,17 @@ def _search_routes(app: FastAPI, library: Library, searcher: Searcher, config: W
     ) -> SearchResponse:
         """Search by an uploaded image (multipart), optionally combined with text, negative
         terms and stored images, each with its weight. The upload's content decides its
-        type (not its name or declared type); size and pixel count are capped."""
-        images = []
-        if image is not None:
-            images.append((_decode_upload(image, config), image_weight))
-        query = SearchQuery(texts=[(q, text_weight)] if q is not None else [], images=images,
-                            negatives=[(n, not_weight) for n in negatives or []],
-                            like=[(i, like_weight) for i in like or []])
-        return respond(query, k, filters, threshold)
+        type (not its name or declared type); size and pixel count are capped. At most
+        ``decode_slots`` uploads are read, decoded and encoded at once (the rest wait), so
+        memory does not grow with the number of clients."""
+        check_k(k)
+        with slots.hold() if image is not None else nullcontext():
+            images = [(_decode_upload(image, config), image_weight)] if image is not None else []
+            query = SearchQuery(texts=[(q, text_weight)] if q is not None else [],
+                                images=images,
+                                negatives=[(n, not_weight) for n in negatives or []],
+                                like=[(i, like_weight) for i in like or []])
+            return respond(query, k, filters, threshold)
 
     @app.get("/api/status", response_model=StatusOut, tags=["library"])
     def status() -> StatusOut:
@@ -179,16 +190,17 @@ def _search_routes(app: FastAPI, library: Library, searcher: Searcher, config: W
 
 def _decode_upload(upload: UploadFile, config: WebConfig):
     """The uploaded bytes as an RGB image, or a clear 4xx."""
-    data = upload.file.read(config.max_upload_bytes + 1)
+    data = upload.file.read(config.max_upload_bytes + 1)  # the one copy held in memory
+    upload.file.close()
     if len(data) > config.max_upload_bytes:
         raise HTTPException(413, f"upload too large (limit {_mb(config.max_upload_bytes)})")
     if not data:
         raise HTTPException(400, "empty upload: choose an image file")
-    if sniff(data[:16]) is None:
+    if sniff(data[:SNIFF_BYTES]) is None:
         raise HTTPException(415, "not a supported image: the content is not JPEG, PNG, WebP, "
                                  "GIF, BMP or TIFF")
     try:
-        im, _ = open_image(data, max_pixels=config.max_pixels)
+        im, _ = open_image(data, max_pixels=config.max_pixels)  # JPEGs at a reduced scale
     except ImageDecodeError as e:
         code = 413 if "too large" in str(e) else 400
         raise HTTPException(code, f"cannot use the uploaded image: {e}") from None
@@ -213,7 +225,8 @@ def _image_routes(app: FastAPI, library: Library, thumbs: ThumbnailCache) -> Non
         "content": {"image/jpeg": {}}, "description": "A JPEG thumbnail"}},
         response_class=Response, tags=["images"])
     def image_thumb(image_id: ImageId) -> Response:
-        """A JPEG thumbnail, right way up; made once and cached under the library."""
+        """A JPEG thumbnail, right way up; made once and cached under the library. 404 when
+        the file on disk is no longer the one indexed."""
         f = row(image_id)
         try:
             data = thumbs.get(f)
@@ -224,18 +237,26 @@ def _image_routes(app: FastAPI, library: Library, thumbs: ThumbnailCache) -> Non
 
     @app.get("/api/images/{image_id}/file", responses={**ERRORS, 200: {
         "content": {"image/*": {}}, "description": "The original file"}},
-        response_class=FileResponse, tags=["images"])
-    def image_file(image_id: ImageId):
-        """The original file, as indexed (only files in the library, by id)."""
-        f = row(image_id)
-        path = Path(f.path)
-        if not path.is_file():
-            raise HTTPException(404, f"image {image_id} is no longer on disk")
-        media = MEDIA_TYPES.get(f.format or "") or mimetypes.guess_type(path.name)[0] \
-            or "application/octet-stream"
-        return FileResponse(path, media_type=media,
-                            headers={"Cache-Control": "private, max-age=3600",
-                                     "X-Content-Type-Options": "nosniff"})
+        response_class=StreamingResponse, tags=["images"])
+    def image_file(image_id: ImageId) -> StreamingResponse:
+        """The original file, only while it is still the file that was indexed (a regular
+        file of the stored size, mtime, format and content hash; else 404: re-index)."""
+        original = open_original(row(image_id))
+        try:
+            original.verify_content()
+        except BaseException:
+            original.close()
+            raise
+        return StreamingResponse(_stream(original), media_type=MEDIA_TYPES[original.row.format],
+                                 headers={"Content-Length": str(original.size),
+                                          "Cache-Control": "private, max-age=3600",
+                                          "X-Content-Type-Options": "nosniff"})
+
+
+def _stream(original: Original):
+    """The checked descriptor's bytes (never the path again), closed when done or dropped."""
+    with original:
+        yield from original.chunks()
 
 
 # ---- the page --------------------------------------------------------------------------------

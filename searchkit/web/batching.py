@@ -1,11 +1,16 @@
-"""Micro-batching for the server's encoder: one forward pass at a time, and the queries that
-arrive while one runs are encoded together in the next (a batch of 16 short texts costs far
-less than 16 passes of one). Callers see the plain ``Encoder`` calls."""
+"""Sharing the server's compute between request threads.
+
+Micro-batching for the encoder: one forward pass at a time, and the queries that arrive while
+one runs are encoded together in the next (a batch of 16 short texts costs far less than 16
+passes of one). Callers see the plain ``Encoder`` calls. :class:`DecodeSlots` bounds how many
+images are decoded at once."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -38,6 +43,7 @@ class _Batcher:
         req = _Request(items)
         with self.cv:
             self.pending.append(req)
+            self.cv.notify_all()  # for wait_pending
             while self.leading and not req.done:
                 self.cv.wait()
             if req.done:
@@ -46,6 +52,10 @@ class _Batcher:
             batch, self.pending = self.pending, []
         self._run(batch)
         return req
+
+    def wait_pending(self, n: int, timeout: float) -> bool:
+        with self.cv:
+            return self.cv.wait_for(lambda: len(self.pending) >= n, timeout)
 
     def _run(self, batch: list[_Request]) -> None:
         try:
@@ -89,6 +99,10 @@ class BatchingEncoder:
     def fingerprint(self) -> str:
         return self.encoder.fingerprint()
 
+    def wait_pending_texts(self, n: int, timeout: float) -> bool:
+        """Whether ``n`` text calls came to wait for the running pass (for tests and probes)."""
+        return self._texts.wait_pending(n, timeout)
+
     def preprocess(self, image: Image.Image) -> np.ndarray:
         return self.encoder.preprocess(image)
 
@@ -123,3 +137,48 @@ class BatchingEncoder:
         if not images:
             return np.zeros((0, self.dim), np.float32)
         return self.encode_pixels(np.stack([self.preprocess(im) for im in images]))
+
+
+class DecodeSlots:
+    """At most ``size`` images decoded (and preprocessed, and encoded) at once, however many
+    request threads there are.
+
+    A decoded image costs up to width x height x 3 bytes plus its preprocessing buffers, so the
+    server's peak memory grows with how many decodes run together; glibc keeps what a burst of
+    threads allocated in per-thread arenas, so the peak also becomes the lasting RSS. Sized to
+    the cores, the bound costs no throughput: more decodes at once would only share the cores.
+    """
+
+    def __init__(self, size: int | None = None):
+        self.size = size or default_decode_slots()
+        self._cv = threading.Condition()
+        self.waiting = 0      # threads queued for a slot
+        self.busy = 0         # threads holding one
+
+    @contextmanager
+    def hold(self):
+        with self._cv:
+            self.waiting += 1
+            self._cv.notify_all()
+            self._cv.wait_for(lambda: self.busy < self.size)
+            self.waiting -= 1
+            self.busy += 1
+        try:
+            yield
+        finally:
+            with self._cv:
+                self.busy -= 1
+                self._cv.notify_all()
+
+    def wait_for(self, predicate: Callable[["DecodeSlots"], bool], timeout: float) -> bool:
+        """Wait until ``predicate(self)`` holds (for probes and tests)."""
+        with self._cv:
+            return self._cv.wait_for(lambda: predicate(self), timeout)
+
+
+def default_decode_slots() -> int:
+    """One decode per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)

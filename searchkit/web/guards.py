@@ -70,7 +70,14 @@ class TokenAuth:
 
 class BodyLimit:
     """Refuse (413) a request body over ``limit`` bytes, declared or streamed, before any
-    parser sees it: the body is read up to the limit and replayed to the app."""
+    parser gets past the limit.
+
+    The body is passed through as it arrives, never held here (a held copy of every upload
+    would stay in memory for the whole request, on top of the parser's). A declared
+    Content-Length over the limit is refused at once; a body that streams past it (chunked, or
+    longer than declared) is answered 413 there, the app sees the client leave, and what the
+    app then answers or raises is dropped.
+    """
 
     def __init__(self, app, limit: int, message: str = "request too large"):
         self.app = app
@@ -88,25 +95,30 @@ class BodyLimit:
                 return await _send_json(send, 400, "bad Content-Length header")
             if too_big:
                 return await _send_json(send, 413, self.message)
-        chunks, total = [], 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                return
-            chunk = msg.get("body", b"")
-            total += len(chunk)
-            if total > self.limit:
-                return await _send_json(send, 413, self.message)
-            chunks.append(chunk)
-            if not msg.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        sent = False
+        received, started, answered = 0, False, False
 
-        async def replay():
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await self.app(scope, replay, send)
+        async def counted():
+            nonlocal received, answered
+            if answered:
+                return {"type": "http.disconnect"}
+            msg = await receive()
+            received += len(msg.get("body", b"")) if msg["type"] == "http.request" else 0
+            if received > self.limit:
+                answered = True
+                if not started:
+                    await _send_json(send, 413, self.message)
+                return {"type": "http.disconnect"}
+            return msg
+
+        async def guarded(msg):
+            nonlocal started
+            if answered and not started:
+                return
+            started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if not answered:
+                raise

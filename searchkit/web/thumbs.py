@@ -6,11 +6,15 @@ import logging
 import os
 import tempfile
 import threading
+from contextlib import nullcontext
 from io import BytesIO
 from pathlib import Path
+from typing import BinaryIO
 
 from ..imageio import ImageDecodeError, open_image
 from ..store import File
+from .batching import DecodeSlots
+from .originals import open_original
 
 log = logging.getLogger(__name__)
 
@@ -19,21 +23,27 @@ LOCK_STRIPES = 64
 
 
 class ThumbnailError(Exception):
-    """The original cannot be read (gone, unreadable): the caller answers 404."""
+    """The original does not decode: the caller answers 404."""
 
 
 class ThumbnailCache:
     """``get(row)`` returns the bytes of a JPEG thumbnail, right way up (EXIF applied).
 
-    The cache key holds the row's size and mtime, so a changed file gets a new thumbnail.
-    Concurrent requests for one image make it once (striped locks). A read-only library still
-    answers: thumbnails are then made in memory each time.
+    Only while the original is still the file that was indexed (:mod:`.originals`): checked
+    on every request, cached or not, so a file replaced on disk (by a symlink to a secret, say)
+    is neither thumbnailed nor stands for its old thumbnail; a new thumbnail is made from the
+    descriptor that passed the checks, content hash included. Raises ``OriginalUnavailable``.
+    The cache key holds the row's size and mtime. Concurrent requests for one image make it once
+    (striped locks), at most ``slots`` decodes run at once. A read-only library still answers:
+    thumbnails are then made in memory each time.
     """
 
-    def __init__(self, directory: Path, size: int, max_pixels: int):
+    def __init__(self, directory: Path, size: int, max_pixels: int,
+                 slots: DecodeSlots | None = None):
         self.directory = Path(directory)
         self.size = size
         self.max_pixels = max_pixels
+        self.slots = slots
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self.made = 0  # thumbnails generated (not served from the cache)
 
@@ -41,20 +51,21 @@ class ThumbnailCache:
         return self.directory / f"{f.id // 1000:04d}" / f"{f.id}-{f.size}-{f.mtime_ns}-{self.size}.jpg"
 
     def get(self, f: File) -> bytes:
-        path = self.path_for(f)
-        try:
-            return path.read_bytes()
-        except OSError:
-            pass
-        with self._locks[f.id % LOCK_STRIPES]:
-            try:
-                return path.read_bytes()
-            except OSError:
-                pass
-            data = make_thumbnail(Path(f.path), self.size, self.max_pixels)
-            self.made += 1
-            self._store(path, data)
-            return data
+        with open_original(f) as original:
+            path = self.path_for(f)
+            cached = _read(path)
+            if cached is not None:
+                return cached
+            with self._locks[f.id % LOCK_STRIPES]:
+                cached = _read(path)
+                if cached is not None:
+                    return cached
+                with self.slots.hold() if self.slots else nullcontext():
+                    original.verify_content()
+                    data = make_thumbnail(original.file, self.size, self.max_pixels)
+                self.made += 1
+                self._store(path, data)
+                return data
 
     def _store(self, path: Path, data: bytes) -> None:
         try:
@@ -67,10 +78,18 @@ class ThumbnailCache:
             log.warning("cannot cache thumbnail %s (%s)", path, e)
 
 
-def make_thumbnail(path: Path, size: int, max_pixels: int) -> bytes:
-    """JPEG bytes of ``path`` scaled to fit ``size`` x ``size`` (orientation applied)."""
+def _read(path: Path) -> bytes | None:
     try:
-        im, _ = open_image(path, max_pixels=max_pixels, draft_side=size)
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def make_thumbnail(source: Path | BinaryIO, size: int, max_pixels: int) -> bytes:
+    """JPEG bytes of ``source`` (a path or an open file) scaled to fit ``size`` x ``size``
+    (orientation applied; JPEGs decoded at a reduced scale)."""
+    try:
+        im, _ = open_image(source, max_pixels=max_pixels, draft_side=size)  # type: ignore[arg-type]
     except ImageDecodeError as e:
         raise ThumbnailError(str(e)) from None
     im.thumbnail((size, size))

@@ -1,5 +1,9 @@
-"""The server's threads share one Library: encoder calls never overlap, thumbnails are made
-once however many requests ask for them at the same time."""
+"""The server's threads share one Library: encoder calls never overlap, queries that queue
+during a pass ride together in the next, uploads decode a bounded number at a time, thumbnails
+are made once however many requests ask for them at the same time.
+
+Concurrency is arranged with events (a fake encoder that blocks until the test has queued what
+it needs), never with sleeps; WAIT only stops a broken build from hanging the suite."""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from searchkit import Library
 from searchkit.web import WebConfig, create_app
 
 from .conftest import id_of
+
+WAIT = 60  # seconds: only a broken build ever waits this long
 
 
 class OverlapDetector:
@@ -76,8 +82,91 @@ def test_encoder_calls_are_serialised(web_lib, tiny_encoder):
     with ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(one, range(40)))
     assert codes == [200] * 40
-    assert enc.items == 40 and 1 <= enc.calls <= 40  # queries that queued ride together
-    assert not enc.overlapped
+    assert enc.items == 40 and not enc.overlapped
+
+
+class GatedEncoder:
+    """Wraps an encoder: the first text pass and every preprocess block until released;
+    records the size of each text pass and how many preprocess calls are inside at once."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name, self.dim = inner.name, inner.dim
+        self.first_pass = threading.Event()
+        self.release = threading.Event()
+        self.batches: list[int] = []
+        self.cv = threading.Condition()
+        self.inside = self.peak = 0
+
+    def fingerprint(self):
+        return self.inner.fingerprint()
+
+    def encode_texts(self, texts):
+        self.batches.append(len(texts))
+        if len(self.batches) == 1:
+            self.first_pass.set()
+            assert self.release.wait(WAIT)
+        return self.inner.encode_texts(texts)
+
+    def encode_pixels(self, pixels):
+        return self.inner.encode_pixels(pixels)
+
+    def preprocess(self, image):
+        with self.cv:
+            self.inside += 1
+            self.peak = max(self.peak, self.inside)
+            self.cv.notify_all()
+        try:
+            assert self.release.wait(WAIT)
+            return self.inner.preprocess(image)
+        finally:
+            with self.cv:
+                self.inside -= 1
+
+
+def gated_client(web_lib, tiny_encoder, config=None):
+    enc = GatedEncoder(tiny_encoder)
+    app = create_app(Library.open(web_lib.library.directory, encoder=enc), config)
+    return enc, app, TestClient(app, raise_server_exceptions=False)
+
+
+def test_queries_that_queue_during_a_pass_ride_in_the_next_one(web_lib, tiny_encoder):
+    enc, app, client = gated_client(web_lib, tiny_encoder)
+    queued = 7
+
+    def search(q):
+        return client.get("/api/search", params={"q": q}).status_code
+    with ThreadPoolExecutor(queued + 1) as pool:
+        first = pool.submit(search, "first")
+        assert enc.first_pass.wait(WAIT)
+        rest = [pool.submit(search, f"query {i}") for i in range(queued)]
+        all_queued = app.state.searcher.encoder.wait_pending_texts(queued, WAIT)
+        enc.release.set()
+        codes = [f.result() for f in [first, *rest]]
+    assert all_queued and codes == [200] * (queued + 1)
+    assert enc.batches == [1, queued]  # one pass for everything that waited
+
+
+def test_concurrent_uploads_decode_at_most_the_slots_at_once(web_lib, tiny_encoder):
+    """The memory bound under upload load: with 2 slots, 6 concurrent uploads have 2 images
+    decoded and preprocessing while 4 wait for a slot (before reading their upload)."""
+    enc, app, client = gated_client(web_lib, tiny_encoder, WebConfig(decode_slots=2))
+    slots = app.state.decode_slots
+    img = web_lib.photos[4].read_bytes()
+
+    def upload(_):
+        return client.post("/api/search", files={"image": ("a.jpg", img)}).status_code
+    with ThreadPoolExecutor(6) as pool:
+        results = pool.map(upload, range(6))
+        four_wait = slots.wait_for(lambda s: s.waiting == 4, WAIT)
+        with enc.cv:
+            two_inside = enc.cv.wait_for(lambda: enc.inside == 2, WAIT)
+        inside_then = enc.inside
+        enc.release.set()
+        codes = list(results)
+    assert four_wait and two_inside and inside_then == 2
+    assert codes == [200] * 6 and enc.peak == 2 and slots.busy == 0
+
 
 
 def test_a_thumbnail_is_made_once_under_concurrent_requests(web_lib, tmp_path):

@@ -160,7 +160,8 @@ def test_image_field_must_be_a_file(small_cap):
     assert 400 <= r.status_code < 500
 
 
-def test_serve_warns_off_loopback_and_takes_the_token_from_env(monkeypatch, web_lib):
+def serve_app(monkeypatch, web_lib, *args, env=None):
+    """Run `searchkit serve ARGS` with uvicorn faked out: (result, app, host, port)."""
     import uvicorn
     from typer.testing import CliRunner
 
@@ -170,28 +171,72 @@ def test_serve_warns_off_loopback_and_takes_the_token_from_env(monkeypatch, web_
     def fake_run(asgi, host, port, **kw):
         seen.update(app=asgi, host=host, port=port)
     monkeypatch.setattr(uvicorn, "run", fake_run)
-    runner = CliRunner()
-    lib_dir = str(web_lib.library.directory)
-    r = runner.invoke(app, ["serve", "--library", lib_dir, "--host", "0.0.0.0", "--port", "9"],
-                      env={"SEARCHKIT_TOKEN": "from-env"})
+    r = CliRunner().invoke(app, ["serve", "--library", str(web_lib.library.directory), *args],
+                           env={"SEARCHKIT_TOKEN": "", **(env or {})})
+    return r, seen.get("app"), seen.get("host"), seen.get("port")
+
+
+def test_serve_warns_off_loopback_and_takes_the_token_from_env(monkeypatch, web_lib):
+    r, asgi, host, port = serve_app(monkeypatch, web_lib, "--host", "0.0.0.0", "--port", "9",
+                                    env={"SEARCHKIT_TOKEN": "from-env"})
     assert r.exit_code == 0, r.output
-    assert "warning: binding to 0.0.0.0" in r.output and (seen["host"], seen["port"]) == \
-        ("0.0.0.0", 9)
-    c = TestClient(seen["app"])
+    assert "warning: binding to 0.0.0.0" in r.output and (host, port) == ("0.0.0.0", 9)
+    c = TestClient(asgi)
     assert c.get("/api/status").status_code == 401
     assert c.get("/api/status", headers={"Authorization": "Bearer from-env"}).status_code == 200
-    r = runner.invoke(app, ["serve", "--library", lib_dir], env={"SEARCHKIT_TOKEN": ""})
-    assert r.exit_code == 0 and "warning" not in r.output and seen["host"] == "127.0.0.1"
+    r, _, host, _ = serve_app(monkeypatch, web_lib)
+    assert r.exit_code == 0 and "warning" not in r.output and host == "127.0.0.1"
 
 
-def test_loopback_server_refuses_foreign_host_headers(web_lib):
+def test_loopback_server_refuses_foreign_host_headers(monkeypatch, web_lib):
     """DNS rebinding: a page on evil.example resolving to 127.0.0.1 must not read the library."""
-    from searchkit.web.config import LOOPBACK_HOSTS
-    c = TestClient(create_app(web_lib.library, WebConfig(allowed_hosts=LOOPBACK_HOSTS)),
-                   base_url="http://127.0.0.1:8000")
+    _, asgi, _, _ = serve_app(monkeypatch, web_lib)
+    c = TestClient(asgi, base_url="http://127.0.0.1:8000")
     assert c.get("/api/status").status_code == 200
     assert c.get("/api/status", headers={"Host": "localhost:8000"}).status_code == 200
+    assert c.get("/api/status", headers={"Host": "[::1]:8000"}).status_code == 200
     assert c.get("/api/status", headers={"Host": "evil.example"}).status_code == 400
+
+
+def test_serve_answers_requests_for_its_own_loopback_address(monkeypatch, web_lib):
+    r, asgi, _, _ = serve_app(monkeypatch, web_lib, "--host", "127.0.0.2")
+    assert r.exit_code == 0, r.output
+    c = TestClient(asgi, base_url="http://127.0.0.2:8000")
+    assert c.get("/api/status").status_code == 200
+    assert c.get("/api/status", headers={"Host": "127.0.0.2"}).status_code == 200
+    assert c.get("/api/status", headers={"Host": "evil.example:8000"}).status_code == 400
+
+
+def test_open_bind_without_token_still_refuses_foreign_host_headers(monkeypatch, web_lib):
+    import socket
+    r, asgi, _, _ = serve_app(monkeypatch, web_lib, "--host", "0.0.0.0",
+                              "--allow-host", "Photos.LAN")
+    assert r.exit_code == 0, r.output
+    assert "answering only Host" in r.output and "photos.lan" in r.output
+    c = TestClient(asgi)
+    for foreign in ("evil.example", "evil.example:8000", "testserver", "203.0.113.7"):
+        assert c.get("/api/status", headers={"Host": foreign}).status_code == 400, foreign
+    for own in (socket.gethostname(), "photos.lan:8000", "127.0.0.1:8000", "localhost"):
+        assert c.get("/api/status", headers={"Host": own}).status_code == 200, own
+
+
+def test_token_server_checks_hosts_only_when_asked(monkeypatch, web_lib):
+    auth = {"Authorization": "Bearer t0k"}
+    _, asgi, _, _ = serve_app(monkeypatch, web_lib, "--host", "0.0.0.0", "--token", "t0k")
+    assert TestClient(asgi).get("/api/status", headers={**auth, "Host": "photos.example"}
+                                ).status_code == 200
+    _, asgi, _, _ = serve_app(monkeypatch, web_lib, "--host", "0.0.0.0", "--token", "t0k",
+                              "--allow-host", "photos.lan")
+    c = TestClient(asgi)
+    assert c.get("/api/status", headers={**auth, "Host": "photos.example"}).status_code == 400
+    assert c.get("/api/status", headers={**auth, "Host": "photos.lan"}).status_code == 200
+
+
+@pytest.mark.parametrize("bad", ["a b", "foo*", "http://x", ""])
+def test_bad_allow_host_is_one_line(monkeypatch, web_lib, bad):
+    r, asgi, _, _ = serve_app(monkeypatch, web_lib, "--allow-host", bad)
+    assert r.exit_code != 0 and asgi is None
+    assert "--allow-host" in r.output and "Traceback" not in r.output
 
 
 def test_page_sends_a_content_security_policy(client):
