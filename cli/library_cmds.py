@@ -344,6 +344,8 @@ def status_cmd(library: Optional[Path] = LibraryOption, json_out: bool = JsonOpt
     show(f"images    {st.indexed} indexed, {st.skipped} skipped")
     show(f"index     {st.index_kind} on {st.index_device}, {st.index_state}"
          + (" (an index run is in progress)" if st.busy else ""))
+    for problem in st.problems:  # details and repair: searchkit check [--repair]
+        show("problem   ", problem, " (see searchkit check)")
     for r in st.roots:
         show("folder    ", r)
     if st.skipped_files:

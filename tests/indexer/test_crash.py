@@ -82,3 +82,32 @@ def test_sigkill_at_random_moments(tmp_path, tiny_clip_dir, tiny_encoder, photos
 @pytest.mark.slow
 def test_sigkill_at_random_moments_many(tmp_path, tiny_clip_dir, tiny_encoder, photos):
     run_kills(20, tmp_path, tiny_clip_dir, tiny_encoder, photos, seed=2)
+
+
+KILLED_SAVE = """
+import os, signal, sys
+from searchkit import Library, index
+lib = Library.open(sys.argv[1])
+index.os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # dies mid-save
+lib.rebuild_index(save=True)
+"""
+
+
+@pytest.mark.integration
+def test_sigkill_during_index_save_leaves_a_temp_file_that_the_next_run_removes(
+        tmp_path, tiny_encoder):
+    folder = tmp_path / "photos"
+    make_photos(folder, 12)
+    lib = Library.open(tmp_path / "lib", encoder=tiny_encoder, create=True)
+    Indexer(lib).run([str(folder)])
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", KILLED_SAVE, str(lib.directory)], env=env)
+    assert proc.returncode == -signal.SIGKILL
+    strays = list(lib.directory.glob("index.faiss.*.tmp"))
+    assert len(strays) == 1 and strays[0].stat().st_size > 0
+    again = Library.open(lib.directory, encoder=tiny_encoder)
+    assert again.index_state() == "fresh"  # the saved pair was not touched
+    assert any("1 temp files" in p for p in again.status().problems)
+    Indexer(again).run([str(folder)])
+    assert not list(lib.directory.glob("*.tmp"))
+    assert Library.open(lib.directory, encoder=tiny_encoder).status().problems == []
