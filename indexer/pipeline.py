@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 import numpy as np
 
 from searchkit.errors import SearchkitError
+from searchkit.fsinfo import NOT_UTF8_REASON, is_text_path, text_path
 from searchkit.imageio import MAX_PIXELS, ImageDecodeError, ImageMeta, open_image
 from searchkit.library import Library, SkippedFile
 from searchkit.store import STATUS_OK
@@ -97,7 +98,9 @@ class Indexer:
         roots = [normalize_root(p) for p in (paths or [])]
         for r in roots:
             if not os.path.exists(r):
-                raise SearchkitError(f"path does not exist: {r}")
+                raise SearchkitError(f"path does not exist: {text_path(r)}")
+            if not is_text_path(r):
+                raise SearchkitError(f"cannot index {text_path(r)}: {NOT_UTF8_REASON}")
         with self.library.writer():
             if roots:
                 store.add_roots(roots, time.time())

@@ -1,4 +1,9 @@
-"""Walking folders (the reader stage): pure functions over the filesystem, no database."""
+"""Walking folders (the reader stage): pure functions over the filesystem, no database.
+
+Every path and mtime this yields can be stored as it is (:mod:`searchkit.fsinfo`): a candidate
+whose name is not valid UTF-8 comes as a :class:`ScanProblem` under its printable form, and a
+mtime outside the int64 range is clamped.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from searchkit.fsinfo import NOT_UTF8_REASON, is_text_path, storable_mtime_ns, text_path
 from searchkit.imageio import SNIFF_BYTES, looks_like_image
 
 log = logging.getLogger(__name__)
@@ -27,6 +33,11 @@ class ScanProblem:
     path: str
     reason: str
 
+    @classmethod
+    def at(cls, path: str, reason: str) -> ScanProblem:
+        """A problem recorded under ``path``'s storable text form."""
+        return cls(text_path(path), reason)
+
 
 def normalize_root(path: str | os.PathLike) -> str:
     return os.path.abspath(os.path.expanduser(os.fspath(path)))
@@ -42,7 +53,7 @@ def walk(root: str) -> Iterator[FileStat | ScanProblem]:
     try:
         st = os.stat(root)
     except OSError as e:
-        yield ScanProblem(root, _reason(e))
+        yield ScanProblem.at(root, _reason(e))
         return
     if not stat.S_ISDIR(st.st_mode):
         yield from _candidate(root, st)
@@ -53,7 +64,7 @@ def walk(root: str) -> Iterator[FileStat | ScanProblem]:
         try:
             dst = os.stat(folder)
         except OSError as e:
-            yield ScanProblem(folder, _reason(e))
+            yield ScanProblem.at(folder, _reason(e))
             continue
         key = (dst.st_dev, dst.st_ino)
         if key in seen_dirs:
@@ -63,7 +74,7 @@ def walk(root: str) -> Iterator[FileStat | ScanProblem]:
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as e:
-            yield ScanProblem(folder, _reason(e))
+            yield ScanProblem.at(folder, _reason(e))
             continue
         subdirs = []
         for entry in entries:
@@ -73,7 +84,7 @@ def walk(root: str) -> Iterator[FileStat | ScanProblem]:
                 if entry.is_symlink():
                     log.debug("skipping broken symlink %s (%s)", entry.path, e)
                     continue
-                yield ScanProblem(entry.path, _reason(e))
+                yield ScanProblem.at(entry.path, _reason(e))
                 continue
             if stat.S_ISDIR(est.st_mode):
                 subdirs.append(entry.path)
@@ -85,17 +96,21 @@ def walk(root: str) -> Iterator[FileStat | ScanProblem]:
 def _candidate(path: str, st: os.stat_result) -> Iterator[FileStat | ScanProblem]:
     if st.st_size == 0:
         if looks_like_image(Path(path), b""):
-            yield ScanProblem(path, "empty file")
+            yield ScanProblem.at(path, "empty file")
         return
     try:
         with open(path, "rb") as f:
             head = f.read(SNIFF_BYTES)
     except OSError as e:
         if looks_like_image(Path(path), b""):
-            yield ScanProblem(path, _reason(e))
+            yield ScanProblem.at(path, _reason(e))
         return
-    if looks_like_image(Path(path), head):
-        yield FileStat(path, st.st_size, st.st_mtime_ns)
+    if not looks_like_image(Path(path), head):
+        return
+    if is_text_path(path):
+        yield FileStat(path, st.st_size, storable_mtime_ns(st.st_mtime_ns))
+    else:
+        yield ScanProblem.at(path, NOT_UTF8_REASON)
 
 
 def _reason(e: OSError) -> str:

@@ -2,18 +2,32 @@
 
 Every batch that changes vectors bumps the store's ``vectors_version`` in the same transaction,
 so a crash at any instant leaves a consistent store and a FAISS cache that knows it is stale.
+
+One row that cannot be stored does not cost its batch: the batch is written again one change
+at a time, and that row is recorded as skipped with the error (see :func:`flush`).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, StatementError
+from sqlalchemy.orm import Session
 
 from searchkit.imageio import ImageMeta
 from searchkit.store import STATUS_OK, STATUS_SKIPPED, File, Store, vector_to_blob
+
+log = logging.getLogger(__name__)
+
+# Errors that one row's values cause (a value SQLite cannot bind, a constraint): the row is
+# skipped. Any other error (disk full, damaged or busy database) is the database's and stops
+# the run, with nothing lost.
+ROW_ERRORS = (IntegrityError, DataError, InterfaceError, ValueError, OverflowError, TypeError)
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,15 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.upserts) + len(self.moves) + len(self.touches) + len(self.deletes)
+
+    def singles(self) -> Iterator[Batch]:
+        """Each change of this batch as a batch of its own, in the order :func:`flush` applies
+        them."""
+        if self.deletes:
+            yield Batch(deletes=self.deletes)  # deleting cannot fail on a row's values
+        yield from (Batch(moves=[m]) for m in self.moves)
+        yield from (Batch(touches=[t]) for t in self.touches)
+        yield from (Batch(upserts=[u]) for u in self.upserts)
 
 
 def ok_row(path: str, size: int, mtime_ns: int, content_hash: str, meta: ImageMeta,
@@ -91,18 +114,81 @@ def load_row(store: Store, row_id: int) -> File | None:
 
 
 def flush(store: Store, batch: Batch) -> None:
-    """Apply a batch atomically (one transaction, version bumped)."""
+    """Apply a batch atomically (one transaction, version bumped).
+
+    If a row's values cannot be stored, the batch is applied again one change at a time (each
+    its own transaction, version bumped): the others are kept, the offending file is recorded
+    as skipped with the error, and the run goes on.
+    """
     if not len(batch):
         return
+    try:
+        _write(store, batch)
+    except Exception as e:
+        if not is_row_error(e):
+            raise
+        log.warning("a batch of %d changes could not be stored at once (%s); storing them one "
+                    "by one", len(batch), short_error(e))
+        for single in batch.singles():
+            _write_single(store, single)
+
+
+def _write_single(store: Store, single: Batch) -> None:
+    try:
+        _write(store, single)
+    except Exception as e:
+        if not is_row_error(e):
+            raise
+        if single.upserts:
+            _record_unstorable(store, single.upserts[0], e)
+        else:  # a move or a touch: the next run finds the file again
+            log.warning("could not store a change (%s); the next run retries it", short_error(e))
+
+
+def _record_unstorable(store: Store, row: dict, error: Exception) -> None:
+    """Record the file of a row that cannot be stored as skipped, with the error."""
+    log.warning("could not store %r: %s", row["path"], short_error(error))
+    skipped = skipped_row(row["path"], row["size"], row["mtime_ns"],
+                          f"cannot store: {short_error(error)}")
+    try:
+        _write(store, Batch(upserts=[skipped]))
+    except Exception as e:
+        if not is_row_error(e):
+            raise
+        log.warning("could not record %r as skipped either (%s); the next run retries it",
+                    row["path"], short_error(e))
+
+
+def _write(store: Store, batch: Batch) -> None:
     with store.session() as s:
-        if batch.deletes:
-            s.execute(delete(File).where(File.id.in_(batch.deletes)))
-        for row_id, values in batch.moves:
-            s.execute(update(File).where(File.id == row_id).values(**values))
-        for row_id, size, mtime_ns in batch.touches:
-            s.execute(update(File).where(File.id == row_id).values(size=size, mtime_ns=mtime_ns))
-        if batch.upserts:
-            paths = [r["path"] for r in batch.upserts]
-            s.execute(delete(File).where(File.path.in_(paths)))
-            s.execute(insert(File), batch.upserts)
-        Store.bump_version(s)
+        _apply(s, batch)
+
+
+def _apply(s: Session, batch: Batch) -> None:
+    if batch.deletes:
+        s.execute(delete(File).where(File.id.in_(batch.deletes)))
+    for row_id, values in batch.moves:
+        s.execute(update(File).where(File.id == row_id).values(**values))
+    for row_id, size, mtime_ns in batch.touches:
+        s.execute(update(File).where(File.id == row_id).values(size=size, mtime_ns=mtime_ns))
+    if batch.upserts:
+        paths = [r["path"] for r in batch.upserts]
+        s.execute(delete(File).where(File.path.in_(paths)))
+        s.execute(insert(File), batch.upserts)
+    Store.bump_version(s)
+
+
+def is_row_error(e: BaseException) -> bool:
+    """Whether ``e`` comes from one row's values rather than from the database itself."""
+    if isinstance(e, ROW_ERRORS):
+        return True
+    if isinstance(e, StatementError) and not isinstance(e, DBAPIError):
+        return e.orig is not None and is_row_error(e.orig)  # raised while binding a value
+    return False
+
+
+def short_error(e: BaseException) -> str:
+    """One line naming the error (the driver's own for a wrapped one, without the SQL)."""
+    orig = getattr(e, "orig", None) or e
+    text = str(orig).splitlines()[0] if str(orig) else ""
+    return f"{type(orig).__name__}: {text}" if text else type(orig).__name__

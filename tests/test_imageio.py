@@ -63,3 +63,13 @@ def test_exif_date_and_camera(tmp_path):
     _, meta = open_image(tmp_path / "e.jpg")
     assert (meta.camera_make, meta.camera_model) == ("Canon", "EOS 5D")
     assert meta.taken_at.year == 2021 and meta.taken_at.hour == 10
+
+
+@pytest.mark.parametrize("name, size", [("tall.jpg", (1, 65500)), ("wide.jpg", (65500, 1)),
+                                        ("tall.png", (1, 65535)), ("wide.png", (65535, 1))])
+def test_tall_thin_image_decodes_at_its_own_size(tmp_path, name, size):
+    """A 200-byte 1x65535 image passes the pixel cap; decoding (JPEG draft included) must yield
+    that image as it is, never a larger one (the preprocessing bounds the rest)."""
+    Image.new("L", size, 90).save(tmp_path / name)
+    im, meta = open_image((tmp_path / name).read_bytes())
+    assert im.size == size and im.mode == "RGB" and (meta.width, meta.height) == size
