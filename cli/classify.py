@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .common import UserError, console, out, user_errors
+from .common import UserError, console, literal, out, print_json, show, user_errors
 
 TemplateOption = typer.Option(None, "--template", "-t", help="Prompt template with {} for the "
                               "label (repeatable: the prompts are averaged). Default: "
@@ -38,33 +37,33 @@ def _report_skipped(skipped) -> None:
     if skipped:
         console.print(f"skipped {len(skipped)} file(s):", highlight=False)
     for s in skipped[:20]:
-        console.print(f"  {s.path!r}: {s.reason}", highlight=False, markup=False)
+        show("  ", s.path, ": ", s.reason, console=console)
     if len(skipped) > 20:
         console.print(f"  ... and {len(skipped) - 20} more", highlight=False)
 
 
 def _print_accuracy(rep, json_out: bool) -> None:
     if json_out:
-        out.print_json(json.dumps(asdict(rep)))
+        print_json(asdict(rep))
         return
     out.print(f"images {rep.n}   top-1 {rep.top1:.2f}%   top-5 {rep.top5:.2f}%", highlight=False)
     from rich.table import Table
     t = Table("label", "n", "top-1 %", box=None, pad_edge=False)
     for c in rep.per_class:
-        t.add_row(c.label, str(c.n), f"{c.top1:.1f}")
+        t.add_row(literal(c.label), str(c.n), f"{c.top1:.1f}")
     out.print(t)
     if rep.confusions:
         out.print("most frequent confusions (true -> predicted):")
         for c in rep.confusions:
-            out.print(f"  {c.true} -> {c.predicted}: {c.count}", highlight=False, markup=False)
+            show("  ", c.true, " -> ", c.predicted, f": {c.count}")
 
 
 def _print_predictions(preds, json_out: bool) -> None:
     if json_out:
-        out.print_json(json.dumps([asdict(p) for p in preds]))
+        print_json([asdict(p) for p in preds])
         return
     for p in preds:
-        out.print(f"{p.label}\t{p.probability:.3f}\t{p.path}", highlight=False, markup=False)
+        show(p.label, f"{p.probability:.3f}", p.path, sep="\t")
 
 
 def classify_cmd(

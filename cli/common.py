@@ -107,9 +107,12 @@ class Whole:
         yield Text("\n".join(lines), no_wrap=True, overflow="ignore")
 
 
-def show(*parts: object, console: Console | None = None) -> None:
-    """Print one line made of ``parts`` (names and messages), each shown literally."""
-    (console or out).print(Text("".join(visible(p) for p in parts)), soft_wrap=True)
+def show(*parts: object, sep: str = "", console: Console | None = None) -> None:
+    """Print one line made of ``parts`` (names and messages, each shown literally) joined by
+    ``sep`` (printed as it is, a tab say). Plain text: no markup, no wrapping."""
+    file = (console or out).file
+    file.write(sep.join(visible(p) for p in parts) + "\n")
+    file.flush()
 
 
 def table_console() -> Console:

@@ -11,7 +11,7 @@ from typing import Iterator, Optional
 import typer
 
 from .common import (LibraryOption, UserError, Whole, console, library_dir, print_json,
-                     print_paths, show, table_console, user_errors, visible, warn)
+                     print_paths, show, table_console, user_errors, warn)
 
 ModelOption = typer.Option(None, "--model", "-m",
                            help="Encoder (registry name, hub id or directory). Chosen when the "
@@ -185,8 +185,8 @@ def _search(lib, spec, filters, threshold, output: str) -> None:
 def _warn_unknown(lib, query, where: str = "") -> None:
     for text in lib.unknown_terms(query):
         shown = text if len(text) <= 40 else text[:40] + "…"
-        warn(f"{where}the model knows no word of {shown!r}: every such query gives the same "
-             "results")
+        warn(f"{where}the model knows no word of {shown!r}: to it, such queries all look "
+             "alike (results unrelated to them)")
 
 
 def _print_hits(hits, output: str) -> None:
@@ -262,15 +262,20 @@ def search_cmd(
 
 
 def _run_queries(lib, queries: Path, defaults, filters, threshold) -> None:
-    """One query per line: plain text, or a JSON object (a query spec, see searchkit.spec)."""
+    """One query per line: plain text, or a JSON object (a query spec, see searchkit.spec).
+    Every line is read before the first is answered, so a bad line costs no output."""
     from searchkit.errors import SearchkitError
     from searchkit.spec import parse_query_line
-    name = "stdin" if str(queries) == "-" else visible(queries)
+    name = "stdin" if str(queries) == "-" else str(queries)
+    specs = []
     for n, line in enumerate(_query_lines(queries), 1):
-        if not line.strip():
-            continue
+        if line.strip():
+            try:
+                specs.append((n, parse_query_line(line, defaults.k, defaults.weights)))
+            except SearchkitError as e:
+                raise UserError(f"{name}:{n}: {e}") from None
+    for n, spec in specs:
         try:
-            spec = parse_query_line(line, defaults.k, defaults.weights)
             hits = lib.search(spec.query, k=spec.k, filters=filters, threshold=threshold)
         except SearchkitError as e:
             raise UserError(f"{name}:{n}: {e}") from None

@@ -218,11 +218,13 @@ def _side(value: Any, name: str) -> int | None:
 
 def parse_formats(values: Iterable[str] | str) -> tuple[str, ...]:
     """Format names, repeatable or comma-separated (``jpeg``, ``.PNG``, ``jpg,tif``)."""
-    if isinstance(values, str):
-        values = [values]
+    if values is None or isinstance(values, str):
+        values = [values or ""]
+    if not isinstance(values, (list, tuple)):
+        raise FieldError("format", f"must be text or a list of it, not {_kind(values)}")
     known = format_names()
     out: list[str] = []
-    for spec in values or ():
+    for spec in values:
         if not isinstance(spec, str):
             raise FieldError("format", f"must be text, not {_kind(spec)}")
         for name in (part.strip() for part in spec.split(",")):

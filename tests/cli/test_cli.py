@@ -158,3 +158,137 @@ def test_forget_a_folder(tmp_path, tiny_clip_dir):
     st = json.loads(run("status", "--json", "--library", lib).stdout)
     assert st["indexed"] == 2 and st["roots"] == [str(tmp_path / "b")]
     assert st["index_state"] == "fresh"
+
+
+# ---- names reach the terminal literally and whole ----------------------------------------------
+HOSTILE_NAMES = ["[", "x]", "IMG_1 [edited].jpg", "[link=file:/etc/passwd]x[/link].jpg",
+                 "esc\x1b[31mred.jpg", "osc\x1b]8;;http:/e.vil\x07click.jpg", "[bold]b[/].jpg"]
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory, tiny_clip_dir):
+    """A library whose file names are terminal markup and escape codes, one path very deep."""
+    base = tmp_path_factory.mktemp("hostile")
+    root = base / "photos [/x]"
+    paths = [root / "deep" / ("sub folder " * 12).strip() / "IMG_2 [final].jpg"]
+    paths += [root / name for name in HOSTILE_NAMES[2:]]
+    for i, p in enumerate(paths):
+        solid(p, (30 * i, 90, 200), fmt="JPEG")
+    lib = base / "lib"
+    r = run("index", root, "--library", lib, "--model", tiny_clip_dir)
+    assert r.exit_code == 0, r.output
+    return lib, root, [str(p) for p in paths]
+
+
+def shown(path: str) -> str:
+    return path.replace("\x1b", "\\x1b").replace("\x07", "\\x07")
+
+
+def test_search_prints_markup_names_literally_and_paths_whole(hostile):
+    lib, _, paths = hostile
+    r = run("search", "a photo", "--library", lib, "-k", "20")
+    assert r.exit_code == 0, r.output
+    assert "\x1b" not in r.output and "\x07" not in r.output
+    for p in paths:  # piped: one line per hit, the whole path in it
+        assert any(shown(p) in line for line in r.output.splitlines()), (p, r.output)
+
+
+def test_status_prints_folder_names_literally(hostile):
+    lib, root, _ = hostile
+    r = run("status", "--library", lib)
+    assert r.exit_code == 0, r.output
+    assert f"folder    {root}" in r.output
+
+
+def test_paths_output_is_one_whole_path_per_line_best_first(hostile):
+    lib, _, paths = hostile
+    r = run("search", "a photo", "--library", lib, "-k", "20", "--paths")
+    assert r.exit_code == 0, r.output
+    assert sorted(r.stdout.splitlines()) == sorted(shown(p) for p in paths)
+    as_json = json.loads(run("search", "a photo", "--library", lib, "-k", "20", "--json").stdout)
+    assert [shown(h["path"]) for h in as_json] == r.stdout.splitlines()
+
+
+def test_error_messages_show_names_literally(tmp_path):
+    r = run("similar", tmp_path / "[/x]\x1b[2J.jpg", "--library", tmp_path / "lib")
+    assert_one_line_error(r)
+    assert "[/x]\\x1b[2J.jpg" in r.output and "\x1b" not in r.output
+
+
+# ---- odd but plausible input: one line and exit 2, or a sensible answer ------------------------
+@pytest.mark.parametrize("args,option", [
+    (["--min-width", "99999999999999999999"], "--min-width"),
+    (["--min-height", "-3"], "--min-height"),
+    (["--threshold", "nan"], "--threshold"),
+    (["--text-weight", "inf"], "--text-weight"),
+    (["--date-field", "bogus"], "--date-field"),
+    (["--after", "2024-13"], "--after"),
+    (["--format", "exe"], "--format"),
+    (["-k", "0"], "-k"),
+])
+def test_bad_option_values_are_one_line_naming_the_option(indexed, args, option):
+    _, lib = indexed
+    r = run("search", "x", *args, "--library", lib)
+    assert_one_line_error(r)
+    assert r.exit_code == 2 and f"error: {option}:" in r.output
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--before", "9999"], 10), (["--before", "9999-12-31"], 10),
+    (["--after", "0001-01-01"], 10), (["--after", "9999"], 0),
+])
+def test_far_date_bounds_are_valid_filters(indexed, args, expected):
+    _, lib = indexed
+    r = run("search", "x", *args, "--date-field", "modified", "--library", lib, "--json",
+            "-k", "50")
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout)) == expected
+
+
+@pytest.mark.parametrize("line,needle", [
+    (b'{"text": 5}', "text: must be text"),
+    (b'{"image": 5}', "image: must be the path"),
+    (b'{"k": 1e999}', "k: must be a whole number"),
+    (b'{"text": "a", "txt": "b"}', "txt: unknown key"),
+    (b'{"text": ', "not a JSON object"),
+    (b"caf\xe9 au lait", "not UTF-8"),
+])
+def test_bad_queries_file_lines_are_one_line_naming_file_and_line(indexed, tmp_path, line,
+                                                                  needle):
+    _, lib = indexed
+    qf = tmp_path / "q.txt"
+    qf.write_bytes(b"a cat\n" + line + b"\nthe sea\n")
+    r = run("search", "--queries", qf, "--library", lib)
+    assert_one_line_error(r)
+    assert r.exit_code == 2 and f"{qf}:2:" in r.output and needle in r.output
+
+
+def test_queries_file_takes_lists_and_a_string_not_is_one_term(indexed, tmp_path):
+    _, lib = indexed
+    qf = tmp_path / "q.txt"
+    qf.write_text('{"text": ["a"], "k": 2}\n{"text": "sea", "not": "people", "k": 3}\n')
+    r = run("search", "--queries", qf, "--library", lib)
+    assert r.exit_code == 0, r.output
+    first, second = (json.loads(x) for x in r.stdout.splitlines())
+    same = json.loads(run("search", "sea", "--not", "people", "-k", "3", "--json",
+                          "--library", lib).stdout)
+    assert len(first) == 2 and second == same
+
+
+def test_a_query_of_only_unknown_words_warns_on_stderr(tmp_path):
+    from searchkit.testing import make_tiny_composite
+    model = make_tiny_composite(tmp_path / "model")
+    make_photos(tmp_path / "p", 3)
+    lib = tmp_path / "lib"
+    assert run("index", tmp_path / "p", "--library", lib, "--model", model).exit_code == 0
+    r = run("search", "😀🎉", "--library", lib, "--json")
+    assert r.exit_code == 0 and len(json.loads(r.stdout)) == 3
+    assert [ln for ln in r.stderr.splitlines() if ln.strip()] == [
+        "warning: the model knows no word of '😀🎉': to it, such queries all look alike "
+        "(results unrelated to them)"]
+    qf = tmp_path / "q.txt"
+    qf.write_text('a red cat\n{"text": "x", "not": "' + "w" * 10_000 + '"}\n')
+    r = run("search", "--queries", qf, "--library", lib)
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 2
+    warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 2 and all(f"{qf}:2: " in w for w in warnings)
