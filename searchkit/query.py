@@ -187,12 +187,11 @@ def build_filter_ids(store, filters: Filters) -> np.ndarray:
         conds.append(File.height >= filters.min_height)
     if filters.formats:
         conds.append(File.format.in_(stored_formats(filters.formats)))
-    if filters.camera:
-        like = f"%{filters.camera.lower()}%"
-        conds.append(or_(func.lower(File.camera_make).like(like),
-                         func.lower(File.camera_model).like(like),
-                         func.lower(func.coalesce(File.camera_make, "") + " " +
-                                    func.coalesce(File.camera_model, "")).like(like)))
+    if filters.camera:  # contains, literally: % and _ are not wildcards here
+        part = filters.camera.lower()
+        conds.append(or_(*(func.lower(col).contains(part, autoescape=True) for col in (
+            File.camera_make, File.camera_model,
+            func.coalesce(File.camera_make, "") + " " + func.coalesce(File.camera_model, "")))))
     with store.session() as s:
         ids = s.scalars(select(File.id).where(*conds)).all()
     return np.asarray(ids, dtype=np.int64)

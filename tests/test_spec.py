@@ -163,3 +163,26 @@ def test_filter_parser_raises_nothing_but_query_errors(values):
     for moment in (f.date_from, f.date_to):  # every accepted date can reach the store
         if moment is not None:
             assert -2**63 <= time_ns(moment) <= 2**63 - 1
+
+
+# ---- filters reach the store with their meaning ------------------------------------------------
+def test_camera_filter_matches_percent_and_underscore_literally(tmp_path, tiny_encoder):
+    from PIL import Image
+
+    from indexer import Indexer
+    from searchkit import Library, Query
+    for name, model in (("literal.jpg", "Zoom 100%"), ("other.jpg", "Zoom 1000")):
+        im = Image.new("RGB", (32, 24), (200, 100, 0))
+        exif = im.getexif()
+        exif[271], exif[272] = "ACME", model
+        (tmp_path / "p").mkdir(exist_ok=True)
+        im.save(tmp_path / "p" / name, exif=exif.tobytes())
+    lib = Library.open(tmp_path / "lib", encoder=tiny_encoder, create=True)
+    Indexer(lib).run([str(tmp_path / "p")])
+
+    def found(camera: str) -> set[str]:
+        hits = lib.search(Query.text("x"), k=10, filters=parse_filters(camera=camera))
+        return {h.path.rsplit("/", 1)[-1] for h in hits}
+    assert found("100%") == {"literal.jpg"}
+    assert found("acme zoom") == {"literal.jpg", "other.jpg"}
+    assert found("zoom_1") == set()
