@@ -10,12 +10,14 @@ __version__ = "0.1.0"
 
 from .errors import SearchkitError  # noqa: E402
 
-__all__ = ["Library", "LibraryStatus", "Filters", "Hit", "Query", "SearchkitError"]
+__all__ = ["Library", "LibraryStatus", "Filters", "Hit", "Query", "QuerySpec", "SearchkitError",
+           "parse_filters", "parse_query_spec"]
 
 # The library (SQLAlchemy, FAISS) loads on first use, so that code which only needs an encoder
 # (``searchkit.encoders``, ``searchkit classify``) does not pay for it.
 _LAZY = {"Library": ".library", "LibraryStatus": ".library", "Filters": ".query", "Hit": ".query",
-         "Query": ".query"}
+         "Query": ".query", "QuerySpec": ".spec", "parse_filters": ".spec",
+         "parse_query_spec": ".spec"}
 
 
 def __getattr__(name: str):
