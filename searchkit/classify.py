@@ -14,10 +14,11 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .encoders.logit_scale import MAX_LOGIT_SCALE
 from .errors import SearchkitError
 from .imageio import IMAGE_EXTENSIONS, ImageDecodeError, open_image
 
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 DEFAULT_BATCH_SIZE = 128
 DEFAULT_WORKERS = 4
-DEFAULT_LOGIT_SCALE = 100.0
 TOP_CONFUSIONS = 10
 
 Progress = Callable[[int, int], None]
@@ -79,9 +79,12 @@ class AccuracyReport:
 
 @dataclass
 class EncodedImages:
-    paths: list[str]
-    vectors: np.ndarray                 # (N, dim) L2-normalised
-    skipped: list[SkippedImage] = field(default_factory=list)
+    """Vectors of the inputs that decoded (in input order) and why the others did not; the
+    one record for encoded image batches (the trainer's evaluation returns it too)."""
+
+    vectors: np.ndarray                  # (len(kept), dim) L2-normalised
+    kept: list[int]                      # indices of the inputs that decoded
+    skipped: list[tuple[int, str]] = field(default_factory=list)   # (input index, reason)
 
 
 # ---- labels and templates ----------------------------------------------------------------------
@@ -124,15 +127,16 @@ def class_text_embeddings(encoder: "Encoder", labels: Sequence[str],
 
 
 def logit_scale_of(encoder: "Encoder") -> float:
-    """The model's learned temperature when it has one (CLIP's is 100), else 100."""
-    exported = getattr(encoder, "logit_scale", None)  # the ONNX query path records it
+    """The model's learned temperature as a multiplier, capped at CLIP's 100; 100 (where a
+    trained CLIP's sits) for a model without one."""
+    exported = getattr(encoder, "logit_scale", None)  # the ONNX query path records the multiplier
     if isinstance(exported, float):
-        return min(DEFAULT_LOGIT_SCALE, exported)
+        return min(MAX_LOGIT_SCALE, exported)
     model = getattr(encoder, "model", None)
-    param = getattr(model, "logit_scale", None)
-    if param is None:
-        return DEFAULT_LOGIT_SCALE
-    return float(min(DEFAULT_LOGIT_SCALE, np.exp(float(param.detach().float().cpu()))))
+    log_param = getattr(model, "logit_scale", None)   # models store the log
+    if log_param is None:
+        return MAX_LOGIT_SCALE
+    return float(min(MAX_LOGIT_SCALE, np.exp(float(log_param.detach().float().cpu()))))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -190,29 +194,25 @@ def _load(encoder: "Encoder", path: Path) -> np.ndarray | str:
         return f"cannot preprocess: {type(e).__name__}: {e}"
 
 
-def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
 def encode_image_files(encoder: "Encoder", paths: Sequence[str | Path],
                        batch_size: int = DEFAULT_BATCH_SIZE, workers: int = DEFAULT_WORKERS,
                        progress: Progress | None = None) -> EncodedImages:
     """Decode in a thread pool, encode in batches; skipped files are reported, not raised."""
     paths = [Path(p) for p in paths]
-    kept: list[str] = []
+    kept: list[int] = []
     vecs: list[np.ndarray] = []
-    skipped: list[SkippedImage] = []
+    skipped: list[tuple[int, str]] = []
     done = 0
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for chunk in _chunks(paths, batch_size):
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
             arrays = []
-            for p, a in zip(chunk, pool.map(lambda q: _load(encoder, q), chunk)):
+            for i, a in enumerate(pool.map(lambda q: _load(encoder, q), chunk), start=start):
                 if isinstance(a, str):
-                    log.info("skipped %s: %s", p, a)
-                    skipped.append(SkippedImage(str(p), a))
+                    log.info("skipped %s: %s", paths[i], a)
+                    skipped.append((i, a))
                 else:
-                    kept.append(str(p))
+                    kept.append(i)
                     arrays.append(a)
             if arrays:
                 vecs.append(encoder.encode_pixels(np.stack(arrays)))
@@ -221,7 +221,12 @@ def encode_image_files(encoder: "Encoder", paths: Sequence[str | Path],
                 progress(done, len(paths))
     dim = getattr(encoder, "dim", 0)
     vectors = np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)
-    return EncodedImages(kept, vectors, skipped)
+    return EncodedImages(vectors, kept, skipped)
+
+
+def skipped_images(paths: Sequence[str | Path], enc: EncodedImages) -> list[SkippedImage]:
+    """The skipped inputs of ``enc`` as (path, reason) records."""
+    return [SkippedImage(str(paths[i]), reason) for i, reason in enc.skipped]
 
 
 def classify_images(encoder: "Encoder", paths: Sequence[str | Path], labels: Sequence[str],
@@ -233,7 +238,8 @@ def classify_images(encoder: "Encoder", paths: Sequence[str | Path], labels: Seq
     clf = ZeroShotClassifier(encoder, labels, templates)
     files, missing = find_images(paths)
     enc = encode_image_files(encoder, files, batch_size, workers, progress)
-    return clf.predict(enc.paths, enc.vectors, k), missing + enc.skipped
+    kept = [str(files[i]) for i in enc.kept]
+    return clf.predict(kept, enc.vectors, k), missing + skipped_images(files, enc)
 
 
 # ---- accuracy on a labelled folder -------------------------------------------------------------
@@ -306,6 +312,5 @@ def evaluate_folder(encoder: "Encoder", root: str | Path, labels: Sequence[str] 
         paths, truth = subsample_per_class(paths, truth, per_class, seed)
     clf = ZeroShotClassifier(encoder, labels, templates)
     enc = encode_image_files(encoder, paths, batch_size, workers, progress)
-    index = {str(p): i for i, p in enumerate(paths)}
-    kept_truth = truth[[index[p] for p in enc.paths]] if enc.paths else truth[:0]
-    return accuracy_report(clf.probabilities(enc.vectors), kept_truth, labels, enc.skipped)
+    return accuracy_report(clf.probabilities(enc.vectors), truth[enc.kept], labels,
+                           skipped_images(paths, enc))

@@ -1,9 +1,12 @@
-"""Tiny random models for tests and benchmarks, built offline from configs."""
+"""Tiny random models for tests and benchmarks, built offline from configs: a CLIP
+(``transformers``) and a composite (geffnet MNASNet-small + 1-layer BERT)."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Sequence
 
 BYTE_VOCAB_SPECIAL = ("<|startoftext|>", "<|endoftext|>")
 
@@ -68,4 +71,43 @@ def make_tiny_clip(path: str | Path, width: int = 32, layers: int = 2, image_siz
     processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
     model.save_pretrained(path)
     processor.save_pretrained(path)
+    return path
+
+
+# ---- tiny random composites --------------------------------------------------------------------
+
+TINY_VOCAB = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "photo", "of", "the", "cat",
+              "dog", "car", "red", "blue", "tree", "house", ".", ",")
+
+
+def write_tiny_tokenizer(path: str | os.PathLike, vocab: Sequence[str] = TINY_VOCAB) -> Path:
+    """Write a BERT-style WordPiece ``tokenizer.json`` over a tiny vocabulary."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab.index("[CLS]")),
+                                                  ("[SEP]", vocab.index("[SEP]"))])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(str(path))
+    return path
+
+
+def make_tiny_composite(path: str | os.PathLike, embed_dim: int = 8, image_size: int = 32,
+                        seed: int = 0) -> Path:
+    """Save a random composite model (random geffnet MNASNet-small, 1-layer BERT) to ``path``."""
+    from .encoders.composite import new_composite
+    from .encoders.composite_config import (FILE_PREFIX, TOKENIZER_FILE, CompositeConfig,
+                                            ImageTowerConfig, TextTowerConfig)
+    path = Path(path)
+    tok = write_tiny_tokenizer(path / TOKENIZER_FILE)
+    cfg = CompositeConfig(
+        image=ImageTowerConfig(arch="mnasnet_small", num_classes=10),
+        text=TextTowerConfig(vocab_size=len(TINY_VOCAB), hidden_size=16, num_layers=1,
+                             num_heads=2, intermediate_size=32, max_position=64,
+                             tokenizer=FILE_PREFIX + TOKENIZER_FILE),
+        embed_dim=embed_dim, image_size=image_size, description="tiny random composite")
+    new_composite(cfg, tok, device="cpu", seed=seed).save_pretrained(path)
     return path

@@ -1,22 +1,22 @@
-"""scripts/make_extra_pairs.py on a tiny hand-made iconify set (no network)."""
+"""The searchkit-lite recipe's extra-pairs builder on a tiny hand-made iconify set (no network)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_extra_pairs.py"
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # recipes/ is not installed: it is imported from the checkout
+    sys.path.insert(0, str(REPO))
 
 
 @pytest.fixture(scope="module")
 def mep():
-    spec = importlib.util.spec_from_file_location("make_extra_pairs", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from recipes.searchkit_lite import extra_pairs
+    return extra_pairs
 
 
 ICON_SET = {

@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from searchkit.classify import EncodedImages
 from searchkit.imageio import ImageDecodeError
 
 from .data import Pair, load_image
@@ -46,6 +47,10 @@ class RetrievalMetrics:
     def mean_r1(self) -> float:
         return round((self.text_to_image.r1 + self.image_to_text.r1) / 2, 2)
 
+    @property
+    def mean_r10(self) -> float:
+        return (self.text_to_image.r10 + self.image_to_text.r10) / 2
+
     def to_json(self) -> dict:
         return {"n": self.n, "text_to_image": self.text_to_image.to_json(),
                 "image_to_text": self.image_to_text.to_json()}
@@ -74,30 +79,31 @@ def caption_relevance(captions: Sequence[str]) -> np.ndarray:
     return cap[:, None] == cap[None, :]
 
 
-def _recall_at(sim: np.ndarray, relevant: np.ndarray, ks: Sequence[int]) -> list[float]:
-    """Percent of queries with a relevant item in the top k, for each k."""
-    hits = ranked_hits(sim, relevant, max(ks))
-    return [round(100.0 * float(hits[:, :k].any(axis=1).mean()), 2) for k in ks]
+def percent(hits: np.ndarray) -> float:
+    """The share of true values in percent, 2 decimals."""
+    return round(100.0 * float(np.mean(hits)), 2)
+
+
+def retrieval_hits(image_vectors: np.ndarray, text_vectors: np.ndarray,
+                   captions: Sequence[str], k: int = max(RECALL_KS),
+                   kind: str = "stable") -> tuple[np.ndarray, np.ndarray]:
+    """Per query and rank, whether the top ``k`` hold a relevant item: (text->image,
+    image->text), each (n, k) bool. Row i of both arrays is pair i; ``kind`` breaks ties
+    (:func:`ranked_hits`)."""
+    same = caption_relevance(captions)
+    sim = np.asarray(text_vectors, np.float32) @ np.asarray(image_vectors, np.float32).T
+    return ranked_hits(sim, same, k, kind), ranked_hits(sim.T, same, k, kind)
 
 
 def retrieval_metrics(image_vectors: np.ndarray, text_vectors: np.ndarray,
-                      captions: Sequence[str]) -> RetrievalMetrics:
+                      captions: Sequence[str], kind: str = "stable") -> RetrievalMetrics:
     """Row i of both arrays is pair i; vectors are L2-normalised."""
     n = len(captions)
     if n == 0:
         return RetrievalMetrics(0, Recall(0, 0, 0), Recall(0, 0, 0))
-    same = caption_relevance(captions)
-    sim = np.asarray(text_vectors, np.float32) @ np.asarray(image_vectors, np.float32).T
-    t2i = _recall_at(sim, same, RECALL_KS)
-    i2t = _recall_at(sim.T, same, RECALL_KS)
-    return RetrievalMetrics(n, Recall(*t2i), Recall(*i2t))
-
-
-@dataclass
-class EncodedImages:
-    vectors: np.ndarray              # (kept, dim) L2-normalised
-    kept: list[int]                  # indices of the inputs that decoded
-    skipped: list[tuple[int, str]]   # (index, reason) of those that did not
+    t2i, i2t = retrieval_hits(image_vectors, text_vectors, captions, max(RECALL_KS), kind)
+    return RetrievalMetrics(n, Recall(*(percent(t2i[:, :k].any(axis=1)) for k in RECALL_KS)),
+                            Recall(*(percent(i2t[:, :k].any(axis=1)) for k in RECALL_KS)))
 
 
 def _pixels_or_reason(encoder, ref) -> np.ndarray | str:
@@ -292,16 +298,16 @@ class ReferenceSet:
     per_class: int | None = None     # subsample (fixed seed) to keep the guard cheap
 
     def evaluate(self, encoder, cache: ImageVectorCache | None = None) -> "ReferenceScore":
-        from searchkit.classify import (SkippedImage, ZeroShotClassifier, accuracy_report,
-                                        labelled_folder, subsample_per_class)
+        from searchkit.classify import (ZeroShotClassifier, accuracy_report, labelled_folder,
+                                        skipped_images, subsample_per_class)
         labels, paths, truth = labelled_folder(self.root)
         if self.per_class:
             paths, truth = subsample_per_class(paths, truth, self.per_class)
         enc = encode_images(encoder, [str(p) for p in paths], cache, f"reference:{self.root}")
         with _Eval(encoder.model), torch.no_grad():
             clf = ZeroShotClassifier(encoder, labels, self.templates)
-        skipped = [SkippedImage(str(paths[i]), r) for i, r in enc.skipped]
-        rep = accuracy_report(clf.probabilities(enc.vectors), truth[enc.kept], labels, skipped)
+        rep = accuracy_report(clf.probabilities(enc.vectors), truth[enc.kept], labels,
+                              skipped_images(paths, enc))
         return ReferenceScore(Path(self.root).name, rep.n, rep.top1, rep.top5)
 
 

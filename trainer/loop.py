@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from searchkit.errors import SearchkitError
 
 from . import checkpoint as ckpt
 from .augment import AugmentConfig, augment, to_array
+from .batches import epoch_batches, epoch_order  # noqa: F401  (the batcher; re-exported)
 from .data import BadRow, Pair, PairData, load_image
 from .evaluate import (EvalPoint, ImageVectorCache, ReferenceScore, ReferenceSet,
                        RetrievalMetrics, embed_pair_images, evaluate_pairs)
@@ -161,31 +162,6 @@ class TrainResult:
 
 
 # ---- batches -----------------------------------------------------------------------------------
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch, 0x5EED]).permutation(n)
-
-
-def epoch_batches(captions: Sequence[str], batch_size: int, seed: int, epoch: int
-                  ) -> list[list[int]]:
-    """Shuffled batches with no caption twice in one batch (a duplicate would be a false
-    negative); a repeated caption moves on to the next batch. Batches under 2 are dropped."""
-    batches: list[list[int]] = []
-    pending = list(epoch_order(len(captions), seed, epoch))
-    while pending:
-        batch, seen, rest = [], set(), []
-        for i in pending:
-            if len(batch) < batch_size and captions[i] not in seen:
-                batch.append(int(i))
-                seen.add(captions[i])
-            else:
-                rest.append(i)
-        if len(batch) < 2:
-            break
-        batches.append(batch)
-        pending = rest
-    return batches
-
-
 def train_caption(pair: Pair, cfg: TrainConfig, rng: np.random.Generator) -> str:
     if pair.keywords and cfg.keyword_p > 0 and rng.random() < cfg.keyword_p:
         kw = pair.keywords[int(rng.integers(len(pair.keywords)))]

@@ -1,23 +1,24 @@
 """Contrastive objectives over a batch of paired image/text features (open_clip's ``loss.py``).
 
 Convention: ``logit_scale`` passed to a loss is the *multiplier* (``model.logit_scale.exp()``,
-about 1/0.07 = 14.3 at CLIP's initialisation), not the log parameter the model stores. The loss
-clamps it at :data:`MAX_LOGIT_SCALE` (100) as CLIP does; :func:`clamp_logit_scale_` applies the
-same bound to the stored log parameter after an optimizer step so it cannot drift past it.
+about 1/0.07 = 14.3 at CLIP's initialisation), not the log parameter the model stores (the
+constants' units: :mod:`searchkit.encoders.logit_scale`). The loss clamps it at
+:data:`MAX_LOGIT_SCALE` (100) as CLIP does; :func:`clamp_logit_scale_` applies the same bound
+(:data:`MAX_LOGIT_SCALE_LOG`) to the stored log parameter after an optimizer step so it cannot
+drift past it.
 Features need not be normalised: both losses L2-normalise them first.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-MAX_LOGIT_SCALE = 100.0
-INIT_LOGIT_SCALE = 1 / 0.07        # CLIP's initial temperature 0.07
-SIGLIP_INIT_LOGIT_SCALE = 10.0     # SigLIP's initial scale and bias
+from searchkit.encoders.logit_scale import (INIT_LOGIT_SCALE, MAX_LOGIT_SCALE,  # noqa: F401
+                                            MAX_LOGIT_SCALE_LOG)
+
+SIGLIP_INIT_LOGIT_SCALE = 10.0     # SigLIP's initial scale (a multiplier) and bias
 SIGLIP_INIT_LOGIT_BIAS = -10.0
 
 
@@ -29,7 +30,7 @@ def scale_from_log(log_scale: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def clamp_logit_scale_(log_scale: torch.Tensor) -> None:
     """Clamp a stored log parameter in place to [0, log 100] (call after ``optimizer.step``)."""
-    log_scale.clamp_(0.0, math.log(MAX_LOGIT_SCALE))
+    log_scale.clamp_(0.0, MAX_LOGIT_SCALE_LOG)
 
 
 def similarity_logits(image_features: torch.Tensor, text_features: torch.Tensor,

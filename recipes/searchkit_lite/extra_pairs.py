@@ -1,5 +1,5 @@
-#!/usr/bin/env python
-"""Build extra permissively licensed image-text pairs from npm icon packages.
+"""Build extra permissively licensed image-text pairs from npm icon packages (the searchkit-lite
+recipe builds them on first use; this module also runs alone).
 
 Output is an imagefolder dataset in the same layout as ``shared/datasets/align``::
 
@@ -20,9 +20,9 @@ is the name, keywords are its words.
 Sources held out for evaluation (twemoji, Fluent, Noto, scikit-image data,
 Tux Paint, CIFAR) are refused by a denylist on source and package names.
 
-Usage::
+Usage (from the repository root)::
 
-    python scripts/make_extra_pairs.py [--output DIR] [--cache DIR] [--sources a,b]
+    python -m recipes.searchkit_lite.extra_pairs --output DIR [--cache DIR] [--sources a,b]
 
 Network use: ``npm pack`` of the pinned packages into the cache dir, once.
 """
@@ -42,7 +42,7 @@ import time
 import unicodedata
 from collections import Counter
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 IMAGE_SIZE = 224
 JPEG_QUALITY = 88
@@ -421,7 +421,7 @@ def write_licenses(out: Path, entries: list[dict], counts: Counter) -> None:
     lines = [
         "# Sources of the data in this folder",
         "",
-        "Built by `scripts/make_extra_pairs.py` from npm packages (iconify JSON icon sets).",
+        "Built by `recipes/searchkit_lite/extra_pairs.py` from npm packages (iconify JSON icon sets).",
         "",
         "| folder | source | images | license |",
         "|---|---|---|---|",
@@ -455,10 +455,16 @@ def package_license(tgz: Path) -> tuple[str, dict]:
     return lic, info
 
 
+def default_npm_cache() -> Path:
+    from platformdirs import user_cache_dir
+    return Path(user_cache_dir("searchkit")) / "searchkit-lite-recipe" / "npm"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--output", type=Path, default=Path("/work/cache/data/extra"))
-    ap.add_argument("--cache", type=Path, default=Path("/work/cache/npm"))
+    ap.add_argument("--output", type=Path, required=True)
+    ap.add_argument("--cache", type=Path, default=None,
+                    help=f"npm tarballs (default {default_npm_cache()})")
     ap.add_argument("--sources", default=",".join(DEFAULT_SOURCES),
                     help="comma-separated subset of: " + ", ".join(SOURCES))
     ap.add_argument("--limit", type=int, default=None, help="max images per source (for quick runs)")
@@ -469,11 +475,17 @@ def main(argv: list[str] | None = None) -> int:
         check_allowed(name)
         if name not in SOURCES:
             ap.error(f"unknown source {name!r}")
-    t0 = time.time()
+    build_extra_pairs(args.output, args.cache or default_npm_cache(), names, args.limit)
+    return 0
 
-    tgzs = {name: fetch_package(SOURCES[name][0], SOURCES[name][1], args.cache)
+
+def build_extra_pairs(output: Path, cache: Path, names: Sequence[str] = DEFAULT_SOURCES,
+                      limit: int | None = None) -> None:
+    """Fetch the pinned packages into ``cache`` and write the dataset to ``output``."""
+    t0 = time.time()
+    tgzs = {name: fetch_package(SOURCES[name][0], SOURCES[name][1], cache)
             for name in dict.fromkeys([*LEXICON_SOURCES, *names])}
-    eb_tgz = fetch_package(*EMOJIBASE, args.cache)
+    eb_tgz = fetch_package(*EMOJIBASE, cache)
     icon_sets = {name: read_tar_json(tgz, "icons.json") for name, tgz in tgzs.items()}
 
     # Hyphenated names of all emoji sets help to read run-together names (fxemoji).
@@ -489,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
                   for key in sorted(icon_sets[name]["icons"])]
     lexicon = EmojiLexicon.from_package(eb_tgz, alt_names, extra_text)
 
-    train_dir = args.output / "train"
+    train_dir = output / "train"
     train_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     lic_entries = []
@@ -501,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         chars = read_tar_json(tgzs[name], "chars.json", {})
         t1 = time.time()
         print(f"{name}: {package}@{version} license {lic}", flush=True)
-        got = convert_iconify_set(icon_sets[name], name, kind, train_dir, lexicon, chars, args.limit)
+        got = convert_iconify_set(icon_sets[name], name, kind, train_dir, lexicon, chars, limit)
         print(f"{name}: {len(got)} images in {time.time() - t1:.0f}s", flush=True)
         rows.extend(got)
         author = info.get("author") or {}
@@ -510,14 +522,13 @@ def main(argv: list[str] | None = None) -> int:
                             "author": author.get("name", "?"), "url": author.get("url", "")})
     write_metadata(rows, train_dir)
     counts = Counter(r["source"] for r in rows)
-    write_licenses(args.output, lic_entries, counts)
+    write_licenses(output, lic_entries, counts)
 
     print("\nper-source counts:")
     for name in names:
         print(f"  {name:20s} {counts[name]:6d}  ({lic_entries[names.index(name)]['license']})")
     print(f"  {'total':20s} {len(rows):6d}")
     print(f"wrote {train_dir / 'metadata.jsonl'} in {time.time() - t0:.0f}s")
-    return 0
 
 
 if __name__ == "__main__":

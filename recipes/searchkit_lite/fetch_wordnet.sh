@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Fetch WordNet 3.0 (Debian package wordnet-base, WordNet licence) for the searchkit-lite recipe:
 # the ImageNet synsets' hypernyms and glosses become extra captions. Writes DEST/data.noun.
-#   scripts/fetch_wordnet.sh [DEST]    (default /work/cache/data/wordnet)
+#   recipes/searchkit_lite/fetch_wordnet.sh DEST
+# DEST is the recipe's --wordnet folder: CACHE/data/wordnet (CACHE: the recipe's --cache, by
+# default <user cache>/searchkit/searchkit-lite-recipe, e.g. ~/.cache/searchkit/... on Linux).
 set -euo pipefail
-DEST="${1:-/work/cache/data/wordnet}"
+DEST="${1:?usage: $0 DEST (the folder that gets data.noun)}"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$DEST"

@@ -1,10 +1,11 @@
 """LiT with the text tower's top layers unlocked, on CPU, at a cost the recipe can afford.
 
 The text tower's lower layers stay locked, so each caption goes through them once: their output
-(the hidden states entering the first unlocked layer) is cached, and training runs only the
-unlocked top layers, the mean pooling and the head. Tuned weights are rounded to float16 after
-every step, so what the recipe measures is exactly what the model directory stores (a float16
-patch of the tuned layers over the package's MiniLM).
+(``BertTower.hidden_states``, the token states entering the first unlocked layer) is cached, and
+training runs only the unlocked top layers, the pooling (``BertTower.forward_from``) and the
+head. Tuned weights are rounded to float16 after every step, so what the recipe measures is
+exactly what the model directory stores (a float16 patch of the tuned layers over the package's
+MiniLM).
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from searchkit.encoders.composite import BertTower, CompositeEncoder
+from searchkit.encoders.bert_tower import BertTower
+from searchkit.encoders.composite import CompositeEncoder
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,8 @@ def tower_prefix(encoder: CompositeEncoder, texts: Sequence[str], first_tuned: i
         for i in range(0, len(texts), PREFIX_BATCH):
             idx = order[i:i + PREFIX_BATCH]
             n = int(lengths[idx].max())
-            ids, mask = tok["input_ids"][idx, :n], tok["attention_mask"][idx, :n]
-            x = tower.embeddings(ids)
-            bias = mask[:, None, None, :].to(torch.bool)
-            for layer in tower.encoder.layer[:first_tuned]:
-                x = layer(x, bias)
+            x = tower.hidden_states(tok["input_ids"][idx, :n], tok["attention_mask"][idx, :n],
+                                    first_tuned)
             for row, j in enumerate(idx.tolist()):
                 per_caption[j] = x[row, :lengths[j]].half()
             if (i // PREFIX_BATCH) % 20 == 0:
@@ -76,21 +73,6 @@ def tower_prefix(encoder: CompositeEncoder, texts: Sequence[str], first_tuned: i
     torch.save({"states": states, "lengths": lengths}, tmp)
     tmp.rename(path)
     return TextPrefix(states, lengths)
-
-
-def tail_forward(tower: BertTower, first_tuned: int, x: torch.Tensor,
-                 mask: torch.Tensor) -> torch.Tensor:
-    """The tower from layer ``first_tuned`` on: the same maths as ``BertTower.forward``."""
-    bias = mask[:, None, None, :].to(torch.bool)
-    for layer in tower.encoder.layer[first_tuned:]:
-        x = layer(x, bias)
-    m = mask.unsqueeze(-1).to(x.dtype)
-    pooled = (x * m).sum(1) / m.sum(1).clamp(min=1e-9)
-    return F.normalize(pooled, dim=-1) if tower.normalize else pooled
-
-
-def tuned_parameters(tower: BertTower, first_tuned: int) -> list[torch.nn.Parameter]:
-    return [p for layer in tower.encoder.layer[first_tuned:] for p in layer.parameters()]
 
 
 def round_to_half(params: Sequence[torch.nn.Parameter]) -> None:
@@ -105,5 +87,5 @@ def tail_features(tower: BertTower, first_tuned: int, prefix: TextPrefix,
     outs = []
     with torch.no_grad():
         for i in range(0, len(ids), batch):
-            outs.append(tail_forward(tower, first_tuned, *prefix.batch(ids[i:i + batch])))
+            outs.append(tower.forward_from(first_tuned, *prefix.batch(ids[i:i + batch])))
     return torch.cat(outs)

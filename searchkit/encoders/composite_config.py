@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +28,6 @@ FILE_PREFIX = "file:"
 TF_INCEPTION_MEAN = (0.5, 0.5, 0.5)  # TF EfficientNet-Lite checkpoints expect inputs in [-1, 1]
 TF_INCEPTION_STD = (0.5, 0.5, 0.5)
 TF_BN_EPS = 1e-3
-DEFAULT_LOGIT_SCALE = math.log(1 / 0.07)
 DEFAULT_MAX_TEXT_TOKENS = 64
 
 # Image features a geffnet tower can hand to its head.

@@ -184,8 +184,8 @@ def supported(model: str) -> bool:
 
 
 def _entry(model: str, fingerprint: str | None) -> tuple[Path, dict] | None:
-    family, source = resolve(model)
-    if family != "composite":
+    loader, source = resolve(model)
+    if loader != "composite":
         return None
     directory = entry_dir(model_stamp(source))
     try:
@@ -247,8 +247,8 @@ def export(encoder: "CompositeEncoder", model: str) -> Path | None:
     if not enabled():
         return None
     try:
-        family, source = resolve(model)
-        if family != "composite" or not hasattr(encoder, "tokenizer"):
+        loader, source = resolve(model)
+        if loader != "composite" or not hasattr(encoder, "tokenizer"):
             return None
         target = entry_dir(model_stamp(source))
         if (target / META_FILE).is_file():

