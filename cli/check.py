@@ -42,10 +42,11 @@ def _print(report) -> None:
             show("            ", path)
         if f.repaired:
             show("          -> ", f.repaired)
-    remaining = sum(f.remains for f in report.findings)
+    remaining = [f for f in report.findings if f.remains]
     if remaining:
-        hint = "" if report.repair else " (searchkit check --repair fixes what it can)"
-        show(f"{remaining} problems remain{hint}")
+        fixable = not report.repair and any(f.repairable for f in remaining)
+        show(f"problems remain: {len(remaining)}",
+             " (searchkit check --repair fixes them)" if fixable else "")
     else:
         show("library is healthy", " (repaired)" if any(f.repaired for f in report.findings)
              else "")

@@ -35,6 +35,7 @@ class Finding:
     message: str
     problem: bool = True
     repaired: str | None = None   # what the repair did about it
+    repairable: bool = True       # whether `check --repair` can fix it
     examples: list[str] = field(default_factory=list)   # a few paths, to print literally
 
     @property
@@ -98,37 +99,40 @@ def _check_store(store: Store, report: CheckReport) -> bool:
     report.checked.append(f"{store.path.name} structure (SQLite quick_check)")
     try:
         if not store.exists():
-            report.findings.append(Finding("store", f"{store.path.name} holds no library"))
+            report.findings.append(Finding("store", f"{store.path.name} holds no library",
+                                           repairable=False))
             return False
         errors = store.quick_check()
         if errors:
             raise store.damaged(f"{store.path.name} fails SQLite's check "
                                 f"({'; '.join(errors[:3])})", restore=True)
     except LibraryDamagedError as e:
-        report.findings.append(Finding("store", str(e)))
+        report.findings.append(Finding("store", str(e), repairable=False))
         return False
     return True
 
 
 def _check_meta(store: Store, report: CheckReport, repair: bool) -> bool:
-    """Meta rows present and numeric where they must be; the schema this code knows."""
+    """Meta rows present, numeric where they must be, ``dim`` the length of the stored
+    vectors, a schema this code knows. False when the checks below cannot run."""
     report.checked.append("meta rows and schema version")
-    meta = store.meta()
-    for key in META_KEYS:
-        value = meta.get(key)
-        if key in META_INTS and value is not None and _is_int(value):
-            continue
-        if key not in META_INTS and value:
-            continue
-        what = f"meta {key!r} is " + ("missing" if value is None else f"{value[:40]!r}")
-        fix = _repair_meta(store, key) if repair else None
-        report.findings.append(Finding("meta", what, repaired=fix))
+    for key, what in _meta_problems(store):
+        fix = _meta_fix(store, key)
         if fix is None:
+            report.findings.append(Finding("meta", what + f"; restore {store.path} from a "
+                                           "backup, or index again into a new library",
+                                           repairable=False))
             return False
+        report.findings.append(Finding("meta", what, repaired=f"set {key} to {fix}"
+                                       if repair else None))
+        if not repair:
+            return False
+        store.set_meta(key, fix)
     version = int(store.get_meta("schema_version"))
     if version > SCHEMA_VERSION:
         report.findings.append(Finding("meta", f"schema version {version} is newer than this "
-                                               f"searchkit ({SCHEMA_VERSION}): upgrade searchkit"))
+                                               f"searchkit ({SCHEMA_VERSION}): upgrade searchkit",
+                                       repairable=False))
         return False
     if version < SCHEMA_VERSION:
         if repair:
@@ -139,6 +143,24 @@ def _check_meta(store: Store, report: CheckReport, repair: bool) -> bool:
     return True
 
 
+def _meta_problems(store: Store) -> list[tuple[str, str]]:
+    """(key, what is wrong) for each meta row that is missing, not a number, or (dim) not
+    the length most stored vectors have."""
+    meta = store.meta()
+    problems = []
+    for key in META_KEYS:
+        value = meta.get(key)
+        if value is None or (key in META_INTS and not _is_int(value)):
+            problems.append((key, f"meta {key!r} is " + ("missing" if value is None
+                                                           else f"{value[:40]!r}")))
+    if not any(key == "dim" for key, _ in problems):
+        seen = _dim_from_vectors(store)
+        if seen is not None and seen != int(meta["dim"]):
+            problems.append(("dim", f"meta 'dim' is {meta['dim']}, but stored vectors have "
+                                    f"{seen} values"))
+    return problems
+
+
 def _is_int(value: str) -> bool:
     try:
         int(value)
@@ -147,20 +169,15 @@ def _is_int(value: str) -> bool:
     return True
 
 
-def _repair_meta(store: Store, key: str) -> str | None:
-    """Recompute a meta value that can be recomputed; what was done, or None."""
+def _meta_fix(store: Store, key: str) -> int | None:
+    """The value a damaged meta row can be given back, if it can be recomputed."""
     if key == "vectors_version":  # any new value: every cached index becomes stale
-        value = _fresh_version(store)
-    elif key == "dim":
-        value = _dim_from_vectors(store)
-    elif key == "schema_version" and store.schema_matches():
-        value = SCHEMA_VERSION
-    else:
-        return None
-    if value is None:
-        return None
-    store.set_meta(key, value)
-    return f"set {key} to {value}"
+        return _fresh_version(store)
+    if key == "dim":
+        return _dim_from_vectors(store)
+    if key == "schema_version" and store.schema_matches():
+        return SCHEMA_VERSION
+    return None
 
 
 def _fresh_version(store: Store) -> int:
@@ -172,13 +189,13 @@ def _fresh_version(store: Store) -> int:
 
 
 def _dim_from_vectors(store: Store) -> int | None:
-    """The length most ok rows' vectors agree on (a sample), if any."""
-    lengths = [len(v) // 4 for _, _, v in next(store.ok_rows(chunk=1000), [])
-               if v and len(v) % 4 == 0]
+    """The length more than half of a sample of ok rows' vectors have, if any."""
+    sample = next(store.ok_rows(chunk=1000), [])
+    lengths = [len(v) // 4 for _, _, v in sample if v and len(v) % 4 == 0]
     if not lengths:
         return None
     values, counts = np.unique(lengths, return_counts=True)
-    return int(values[np.argmax(counts)])
+    return int(values[np.argmax(counts)]) if counts.max() * 2 > len(sample) else None
 
 
 # ---- rows: vectors and files ---------------------------------------------------------------

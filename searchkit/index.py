@@ -30,7 +30,6 @@ STAMP_FILE = "index.json"
 SAVE_LOCK = "index.lock"
 SAVE_LOCK_TIMEOUT_S = 60     # a save waits this long for another process's save to finish
 TEMP_PATTERNS = (INDEX_FILE + ".*.tmp", STAMP_FILE + ".*.tmp")
-LOAD_ATTEMPTS = 3            # a save replacing the pair between our two reads: read again
 IVF_THRESHOLD = 50_000       # rows; below it exact search is fast enough (bench_search.py)
 IVF_LISTS_PER_SQRT = 4       # nlist = 4 * sqrt(n), the usual FAISS guidance
 IVF_NPROBE = 16
@@ -146,24 +145,32 @@ def load(directory: Path) -> Saved | None:
     """The saved index and its stamp; None if there is none (or only one of the pair, or a
     stamp written before checksums); DamagedIndexError if they do not read back as written."""
     directory = Path(directory)
-    for _ in range(LOAD_ATTEMPTS):
-        stamp_bytes = _read(directory / STAMP_FILE)
-        if stamp_bytes is None:
-            return None
-        stamp, size, digest = _parse_stamp(stamp_bytes)
-        if digest is None:
-            return None
-        data = _read(directory / INDEX_FILE)
-        if data is None:
-            return None
-        if len(data) == size and checksum(data) == digest:
-            return Saved(_deserialize(data, stamp), stamp)
-        if _read(directory / STAMP_FILE) == stamp_bytes:  # not a save in between: damage
-            raise DamagedIndexError(f"{INDEX_FILE} does not match its checksum "
-                                    f"({len(data)} bytes, expected {size})"
-                                    if len(data) != size else
-                                    f"{INDEX_FILE} does not match its checksum")
-    raise DamagedIndexError(f"{INDEX_FILE} kept changing while being read")
+    try:
+        return _load_pair(directory)
+    except DamagedIndexError:
+        pass  # perhaps a save replaced the pair between our two reads: look again
+    try:
+        with _save_lock(directory, SAVE_LOCK_TIMEOUT_S):  # no save is half-way through now
+            return _load_pair(directory)
+    except OSError:  # a read-only library (nobody saves into it), or a save that hangs
+        return _load_pair(directory)
+
+
+def _load_pair(directory: Path) -> Saved | None:
+    stamp_bytes = _read(directory / STAMP_FILE)
+    if stamp_bytes is None:
+        return None
+    stamp, size, digest = _parse_stamp(stamp_bytes)
+    if digest is None:
+        return None
+    data = _read(directory / INDEX_FILE)
+    if data is None:
+        return None
+    if len(data) != size:
+        raise DamagedIndexError(f"{INDEX_FILE} has {len(data)} bytes, its stamp says {size}")
+    if checksum(data) != digest:
+        raise DamagedIndexError(f"{INDEX_FILE} does not match its checksum")
+    return Saved(_deserialize(data, stamp), stamp)
 
 
 def _read(path: Path) -> bytes | None:

@@ -132,14 +132,16 @@ def sound_vectors(ids: list[int], blobs: list[bytes | None], dim: int) -> SoundV
             good_ids.append(i)
             good_blobs.append(b)
     vecs = np.frombuffer(b"".join(good_blobs), dtype=np.float32).reshape(len(good_blobs), dim)
-    finite = np.isfinite(vecs).all(axis=1)
-    norms = np.linalg.norm(np.where(finite[:, None], vecs, 0), axis=1)
-    keep = finite & (np.abs(norms - 1) <= NORM_TOLERANCE)
+    with np.errstate(all="ignore"):  # a NaN or a huge value fails the norm test below
+        norms = np.sqrt(np.einsum("ij,ij->i", vecs, vecs, dtype=np.float64))
+    keep = np.abs(norms - 1) <= NORM_TOLERANCE   # False for NaN and inf as well
     for j in np.flatnonzero(~keep):
-        bad[good_ids[j]] = ("vector not finite" if not finite[j]
+        bad[good_ids[j]] = ("vector not finite" if not np.isfinite(vecs[j]).all()
                             else f"vector norm {norms[j]:.3g}, expected 1")
-    ids_out = np.asarray(good_ids, dtype=np.int64)[keep]
-    return SoundVectors(ids_out, vecs[keep].copy(), bad)
+    ids_out = np.asarray(good_ids, dtype=np.int64)
+    if keep.all():
+        return SoundVectors(ids_out, vecs.copy(), bad)
+    return SoundVectors(ids_out[keep], vecs[keep], bad)
 
 
 def vector_problem(blob: bytes | None, dim: int) -> str | None:
@@ -359,9 +361,11 @@ class Store:
 
     def awaiting_reencoding(self) -> int:
         """Ok rows marked by :meth:`mark_for_reencoding` that no index run has redone yet."""
-        with self.session() as s:
-            return s.scalar(select(func.count()).where(File.status == STATUS_OK,
-                                                        File.mtime_ns == REENCODE_MTIME_NS))
+        with self.session() as s:  # marked rows have no content hash: its index finds them
+            return s.execute(text(
+                "SELECT count(*) FROM files INDEXED BY ix_files_hash WHERE content_hash IS NULL"
+                " AND status = :ok AND mtime_ns = :marked"),
+                {"ok": STATUS_OK, "marked": REENCODE_MTIME_NS}).scalar_one()
 
     # ---- checking and repair ---------------------------------------------------------------
     def quick_check(self) -> list[str]:

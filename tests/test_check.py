@@ -53,7 +53,7 @@ def test_check_finds_and_repair_fixes_damage_without_losing_a_row(lib, tmp_path)
                    "problem   index: the saved index is damaged",
                    "problem   temp files: 1 temp files", "note      files: 1 indexed files",
                    repr(str(photos[0]))[1:-1], repr(str(photos[1]))[1:-1],
-                   "3 problems remain"):
+                   "problems remain: 3 (searchkit check --repair fixes them)"):
         assert needle in r.output, (needle, r.output)
 
     r = run("check", "--repair", "--library", lib.directory)
@@ -83,6 +83,18 @@ def test_meta_that_is_not_a_number_is_one_line_then_repaired(lib, key):
     assert r.exit_code == 0 and len(json.loads(r.stdout)) == 8
 
 
+def test_dim_that_disagrees_with_the_stored_vectors_is_found_and_repaired(lib):
+    dim = lib.info.dim
+    damage.set_meta(lib, "dim", str(dim - 1))
+    r = run("check", "--library", lib.directory)
+    assert r.exit_code == 1
+    assert f"meta 'dim' is {dim - 1}, but stored vectors have {dim} values" in r.output
+    r = run("check", "--repair", "--library", lib.directory)
+    assert r.exit_code == 0 and f"set dim to {dim}" in r.output, r.output
+    assert "damaged vector" not in r.output  # no row was marked for the wrong dim
+    assert run("search", "a photo", "--library", lib.directory).exit_code == 0
+
+
 @pytest.mark.parametrize("how", ["truncated", "bad header"])
 @pytest.mark.parametrize("command", [["search", "a photo"], ["status"], ["index"],
                                      ["similar", "PHOTO"]])
@@ -94,7 +106,7 @@ def test_damaged_database_is_one_line_for_every_command(lib, tmp_path, how, comm
     assert "is damaged" in r.output and "restore" in r.output
     r = run("check", "--repair", "--library", lib.directory)
     assert r.exit_code == 1 and "Traceback" not in r.output
-    assert "problem   store:" in r.output
+    assert "problem   store:" in r.output and "problems remain: 1\n" in r.output
 
 
 def test_full_disk_during_index_is_one_line_and_resumes(lib, tmp_path, monkeypatch):

@@ -65,8 +65,25 @@ def test_save_load_roundtrip_and_corruption(tmp_path):
     assert saved.stamp == stamp and saved.index.ntotal == 100
     assert not list(tmp_path.glob("*.tmp"))
     (tmp_path / fi.INDEX_FILE).write_bytes(b"\x00" * 10)
-    with pytest.raises(fi.DamagedIndexError, match="checksum"):
+    with pytest.raises(fi.DamagedIndexError, match="has 10 bytes"):
         fi.load(tmp_path)
+
+
+def test_a_save_between_the_two_reads_is_not_taken_for_damage(tmp_path, monkeypatch):
+    saved_pair(tmp_path, n=100)
+    old_stamp = (tmp_path / fi.STAMP_FILE).read_bytes()
+    new = saved_pair(tmp_path, n=60)  # replaces the pair
+    reads = []
+    real_read = fi._read
+
+    def racing_read(path):  # the first stamp read happened before the save
+        reads.append(path.name)
+        if reads == [fi.STAMP_FILE]:
+            return old_stamp
+        return real_read(path)
+    monkeypatch.setattr(fi, "_read", racing_read)
+    assert fi.load(tmp_path).stamp == new
+    assert reads.count(fi.STAMP_FILE) == 2  # read again, under the save lock
 
 
 @pytest.mark.parametrize("region", ["vectors", "id map"])
