@@ -45,6 +45,10 @@ def test_check_finds_and_repair_fixes_damage_without_losing_a_row(lib, tmp_path)
     damage.damage_index(lib, "id map")
     (lib.directory / "index.json.k1ll3d.tmp").write_bytes(b"partial")
     photos[1].unlink()
+    r = run("status", "--library", lib.directory)
+    assert r.exit_code == 0 and ", damaged" in r.output  # the index line
+    assert "problem   the saved index is damaged" in r.output
+    assert "problem   1 temp files" in r.output and "(see searchkit check)" in r.output
     rows = ok_rows(lib)
 
     r = run("check", "--library", lib.directory)
