@@ -174,9 +174,11 @@ def hostile(tmp_path_factory, tiny_clip_dir):
     paths += [root / name for name in HOSTILE_NAMES[2:]]
     for i, p in enumerate(paths):
         solid(p, (30 * i, 90, 200), fmt="JPEG")
+    (root / "broken [x]\x1b[2J.jpg").write_bytes(b"not an image")
     lib = base / "lib"
     r = run("index", root, "--library", lib, "--model", tiny_clip_dir)
     assert r.exit_code == 0, r.output
+    assert f"skipped {root}/broken [x]\\x1b[2J.jpg: " in r.output and "\x1b" not in r.output
     return lib, root, [str(p) for p in paths]
 
 
@@ -198,6 +200,7 @@ def test_status_prints_folder_names_literally(hostile):
     r = run("status", "--library", lib)
     assert r.exit_code == 0, r.output
     assert f"folder    {root}" in r.output
+    assert f"  {root}/broken [x]\\x1b[2J.jpg: " in r.output and "\x1b" not in r.output
 
 
 def test_paths_output_is_one_whole_path_per_line_best_first(hostile):
