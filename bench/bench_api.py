@@ -1,16 +1,21 @@
-"""The HTTP API under load, through a real `searchkit serve` process.
+"""The HTTP API under load, through a real `searchkit serve` process, and its memory.
 
     python bench/bench_api.py [--model tiny|b32|NAME] [--rows 10000] [--requests 1000]
-                              [--clients 16] [--warm 300] [--uploads 100]
+                              [--clients 32] [--warm 300] [--uploads 100]
 
 A library of ``--rows`` synthetic rows (clustered unit vectors written through the store, as in
-bench_search.py) is served by ``searchkit serve`` in its own process. Then, over HTTP:
+bench_search.py) plus ``--files`` real image files (indexed, for thumbnails) is served by
+``searchkit serve`` in its own process, on 127.0.0.1 only. Then, over HTTP:
 
 1. warm text queries, one at a time: client latency p50/p99, the encoder's share (the
    server's ``timings.encode_ms``) and the latency excluding the encoder;
 2. image uploads, one at a time: upload-to-results p50/p99;
-3. ``--requests`` requests from ``--clients`` concurrent clients, half text and half image
-   uploads: p50/p99, throughput and the error count.
+3. a warm-up round of the mix below, then the server's RSS at rest ("idle");
+4. ``--requests`` mixed requests from ``--clients`` concurrent clients: text searches,
+   filtered searches, uploads of varied images (photos, a 1x6000 and a 6000x1 PNG, a 12 MP
+   JPEG, a 2.3 MP noise PNG, GIF, WebP) and thumbnails: p50/p99, throughput, errors, and the
+   server's RSS right after and once at rest again, as a ratio to the idle RSS (the target
+   is at most 1.5x).
 
 Query images are real pictures from the align validation set when it is there, else
 synthetic. ``b32`` is a random CLIP of ViT-B/32's size (the real model's encoder cost).
@@ -30,6 +35,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -77,16 +83,54 @@ def texts(n: int, seed: int = 1) -> list[str]:
     return ["a photo of a " + " ".join(rng.sample(WORDS, 3)) for _ in range(n)]
 
 
-def build_library(model: str, rows: int, work: Path) -> Path:
+def build_library(model: str, rows: int, files: int, work: Path) -> Path:
     from searchkit.testing import make_tiny_clip
     src = {"tiny": lambda: make_tiny_clip(work / "tiny"),
            "b32": lambda: make_tiny_clip(work / "b32", full_size=True)}.get(model)
     enc = load_encoder(str(src()) if src else model)
     lib = Library.open(work / "lib", encoder=enc, create=True)
     fill(lib.store, clustered(rows, enc.dim))
+    photos = work / "photos"
+    photos.mkdir()
+    for i, data in enumerate(query_images(files)):
+        (photos / f"photo_{i:03d}.jpg").write_bytes(data)
+    from indexer import Indexer
+    Indexer(lib).run([str(photos)])
     lib.search_index()  # built and saved once, so the server loads it
-    print(f"model {model} (dim {enc.dim}), {rows} rows, index {lib.search_index().kind}")
+    print(f"model {model} (dim {enc.dim}), {rows} synthetic rows + {files} files, index "
+          f"{lib.search_index().kind}")
     return work / "lib"
+
+
+def file_ids(library: Path) -> list[int]:
+    """Ids of the rows with a file on disk (the synthetic rows have none)."""
+    from sqlalchemy import select
+
+    from searchkit.store import File
+    lib = Library.open(library)
+    with lib.store.session() as s:
+        return list(s.scalars(select(File.id).where(File.path.like("%/photos/photo_%"))))
+
+
+def encoded(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def varied_uploads(photos: list[bytes]) -> list[bytes]:
+    """Photos, and the shapes and formats that cost a server the most memory."""
+    rng = np.random.default_rng(3)
+
+    def noise(w: int, h: int) -> Image.Image:
+        return Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+    odd = [encoded(Image.new("L", (1, 6000), 128), "PNG"),      # 1x6000: the tall-image bomb
+           encoded(Image.new("L", (6000, 1), 128), "PNG"),
+           encoded(noise(4000, 3000), "JPEG", quality=80),      # 12 MP photo
+           encoded(noise(1500, 1500), "PNG"),                   # 2.3 MP, decoded whole
+           encoded(noise(300, 200).convert("P"), "GIF"),
+           encoded(noise(640, 480), "WEBP")]
+    return photos[:10] + odd
 
 
 class Server:
@@ -112,6 +156,13 @@ class Server:
                 self.stop()
                 raise SystemExit("server did not start")
             time.sleep(0.2)
+
+    def rss_mb(self) -> float:
+        """The server process's resident memory (Linux /proc), in MB."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise SystemExit("no VmRSS for the server process")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -170,41 +221,86 @@ def sequential_upload(url: str, images: list[bytes], n: int) -> dict:
             "upload_encoder_p50_ms": pct(enc, 50) * 1e3}
 
 
-def concurrent_mix(url: str, images: list[bytes], n: int, clients: int) -> dict:
-    qs = texts(n, seed=2)
+KINDS = ["text"] * 3 + ["filtered"] * 2 + ["upload"] * 3 + ["thumb"] * 2   # request i: i % 10
+FILTERS = [{"format": "jpeg"}, {"min_width": 600}, {"glob": "*/photos/*"},
+           {"after": "2000-01-01", "date_field": "modified"}]
+
+
+@dataclass
+class Mix:
+    """What the mixed load sends: request ``i`` is text, filtered, upload or thumbnail."""
+    texts: list[str]
+    uploads: list[bytes]
+    thumb_ids: list[int]
+
+    def send(self, c: httpx.Client, i: int) -> httpx.Response:
+        kind, text = KINDS[i % 10], self.texts[i % len(self.texts)]
+        if kind == "text":
+            return c.get("/api/search", params={"q": text, "k": 10})
+        if kind == "filtered":
+            return c.get("/api/search", params={"q": text, "k": 10, **FILTERS[i % len(FILTERS)]})
+        if kind == "upload":
+            data = self.uploads[i % len(self.uploads)]
+            return c.post("/api/search", params={"k": 10},
+                          files={"image": ("query", data, "application/octet-stream")})
+        return c.get(f"/api/images/{self.thumb_ids[i % len(self.thumb_ids)]}/thumb")
+
+
+def concurrent_mix(url: str, mix: Mix, n: int, clients: int) -> dict:
     local = threading.local()
     errors: list[str] = []
 
     def one(i: int) -> float | None:
         c = getattr(local, "client", None)
         if c is None:
-            c = local.client = httpx.Client(base_url=url, timeout=120)
+            c = local.client = httpx.Client(base_url=url, timeout=300)
+        t = time.perf_counter()
         try:
-            dt, r = (text_request(c, qs[i]) if i % 2 == 0
-                     else image_request(c, images[i % len(images)]))
+            r = mix.send(c, i)
         except httpx.HTTPError as e:
             errors.append(repr(e))
             return None
         if r.status_code != 200:
             errors.append(f"{r.status_code}: {r.text[:100]}")
             return None
-        return dt
+        return time.perf_counter() - t
     t = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         results = list(pool.map(one, range(n)))
     wall = time.perf_counter() - t
-    lat = [x for x in results if x is not None]
+    lat = [x for x in results if x is not None] or [0.0]
+    by_kind = {k: [x for i, x in enumerate(results) if x is not None and KINDS[i % 10] == k]
+               for k in dict.fromkeys(KINDS)}
     return {"mix_requests": n, "mix_clients": clients, "mix_p50_ms": pct(lat, 50) * 1e3,
             "mix_p99_ms": pct(lat, 99) * 1e3, "mix_errors": len(errors),
-            "mix_throughput_rps": n / wall, "mix_error_samples": errors[:5]}
+            "mix_throughput_rps": n / wall, "mix_error_samples": errors[:5],
+            "mix_by_kind_ms": {k: (pct(v, 50) * 1e3, pct(v, 99) * 1e3)
+                               for k, v in by_kind.items() if v}}
+
+
+def settled_rss(server: Server, seconds: float = 3.0) -> float:
+    time.sleep(seconds)  # let the last responses and their buffers go
+    return server.rss_mb()
+
+
+def memory_under_load(server: Server, mix: Mix, n: int, clients: int) -> dict:
+    concurrent_mix(server.url, mix, 100, clients)  # warm-up: every kind of request, cached thumbs
+    idle = settled_rss(server)
+    res = concurrent_mix(server.url, mix, n, clients)
+    after = server.rss_mb()
+    rest = settled_rss(server)
+    res.update(rss_idle_mb=idle, rss_after_mb=after, rss_rest_mb=rest,
+               rss_ratio=max(after, rest) / idle)
+    return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--rows", type=int, default=10_000)
+    ap.add_argument("--files", type=int, default=40, help="real image files (thumbnails)")
     ap.add_argument("--requests", type=int, default=1000)
-    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--warm", type=int, default=300, help="sequential text queries")
     ap.add_argument("--uploads", type=int, default=100, help="sequential uploads")
     ap.add_argument("--json", action="store_true", help="print the numbers as JSON too")
@@ -215,14 +311,19 @@ def main() -> None:
     print(f"query images: {len(images)} ({'align validation' if ALIGN.is_dir() else 'synthetic'}"
           f", median {np.median([len(b) for b in images]) / 1024:.0f} kB)")
     with tempfile.TemporaryDirectory() as tmp:
-        lib_dir = build_library(args.model, args.rows, Path(tmp))
+        lib_dir = build_library(args.model, args.rows, args.files, Path(tmp))
+        mix = Mix(texts(200, seed=2), varied_uploads(images), file_ids(lib_dir))
         server = Server(lib_dir)
         try:
             res = sequential_text(server.url, args.warm)
             res.update(sequential_upload(server.url, images, args.uploads))
-            res.update(concurrent_mix(server.url, images, args.requests, args.clients))
+            res.update(memory_under_load(server, mix, args.requests, args.clients))
         finally:
             server.stop()
+    report(args, res)
+
+
+def report(args, res: dict) -> None:
     print(f"warm text query, {args.warm} sequential: p50 {res['text_p50_ms']:.2f} ms, "
           f"p99 {res['text_p99_ms']:.2f} ms")
     print(f"    excluding the encoder: p50 {res['text_excl_encoder_p50_ms']:.2f} ms, "
@@ -233,11 +334,17 @@ def main() -> None:
           f"({res['encoder_share_of_p50']:.0%} of the median query)")
     print(f"upload to results, {args.uploads} sequential: p50 {res['upload_p50_ms']:.2f} ms, "
           f"p99 {res['upload_p99_ms']:.2f} ms (encoder p50 {res['upload_encoder_p50_ms']:.2f} ms)")
-    print(f"{args.requests} requests from {args.clients} clients (half text, half upload): "
-          f"p50 {res['mix_p50_ms']:.1f} ms, p99 {res['mix_p99_ms']:.1f} ms, "
-          f"{res['mix_throughput_rps']:.0f} req/s, errors {res['mix_errors']}")
+    print(f"{args.requests} mixed requests from {args.clients} clients (30% text, 20% filtered, "
+          f"30% uploads incl. 1x6000, 20% thumbnails): p50 {res['mix_p50_ms']:.1f} ms, "
+          f"p99 {res['mix_p99_ms']:.1f} ms, {res['mix_throughput_rps']:.0f} req/s, "
+          f"errors {res['mix_errors']}")
+    print("    p50 / p99 by kind: " + ", ".join(f"{k} {a:.0f} / {b:.0f} ms" for k, (a, b)
+                                                in res["mix_by_kind_ms"].items()))
     for e in res["mix_error_samples"]:
         print("    error:", e)
+    print(f"server RSS: idle after warm-up {res['rss_idle_mb']:.0f} MB, right after the mix "
+          f"{res['rss_after_mb']:.0f} MB, at rest after it {res['rss_rest_mb']:.0f} MB: "
+          f"{res['rss_ratio']:.2f}x idle (target <= 1.5x)")
     if args.json:
         print(json.dumps(res, indent=1))
 

@@ -154,15 +154,19 @@ class DecodeSlots:
         self._cv = threading.Condition()
         self.waiting = 0      # threads queued for a slot
         self.busy = 0         # threads holding one
+        self._tickets = self._served = 0   # first come, first served: no upload starves
 
     @contextmanager
     def hold(self):
         with self._cv:
+            ticket, self._tickets = self._tickets, self._tickets + 1
             self.waiting += 1
             self._cv.notify_all()
-            self._cv.wait_for(lambda: self.busy < self.size)
+            self._cv.wait_for(lambda: self.busy < self.size and ticket == self._served)
+            self._served += 1
             self.waiting -= 1
             self.busy += 1
+            self._cv.notify_all()  # the next ticket may fit too
         try:
             yield
         finally:

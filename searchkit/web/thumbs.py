@@ -48,7 +48,8 @@ class ThumbnailCache:
         self.made = 0  # thumbnails generated (not served from the cache)
 
     def path_for(self, f: File) -> Path:
-        return self.directory / f"{f.id // 1000:04d}" / f"{f.id}-{f.size}-{f.mtime_ns}-{self.size}.jpg"
+        name = f"{f.id}-{f.size}-{f.mtime_ns}-{self.size}.jpg"
+        return self.directory / f"{f.id // 1000:04d}" / name
 
     def get(self, f: File) -> bytes:
         with open_original(f) as original:
