@@ -92,6 +92,7 @@ def _toy_problem(tiny, n: int = 24):
     return X, T, texts, pairs, Validation(X[:8], T[:8], texts[:8])
 
 
+@pytest.mark.integration  # trains (tiny: under a second)
 def test_heads_phase_keeps_its_best_epoch(tiny):
     X, T, _, pairs, val = _toy_problem(tiny)
     best = train_heads(tiny, X, T, pairs, val, Schedule(8, 3, (1e-2,), 0, 0.5))
@@ -102,6 +103,7 @@ def test_heads_phase_keeps_its_best_epoch(tiny):
         assert torch.equal(v, best.heads[k])
 
 
+@pytest.mark.integration  # trains (tiny: under a second)
 def test_text_phase_undoes_itself_when_no_epoch_beats_the_heads(tiny, tmp_path):
     X, _, texts, pairs, val = _toy_problem(tiny)
     tower = tiny.model.text_tower
