@@ -250,15 +250,13 @@ def _check_temp_files(directory: Path, report: CheckReport, repair: bool) -> Non
     strays = faiss_index.stray_temp_files(directory)
     if not strays:
         return
-    size = sum(p.stat().st_size for p in strays if p.exists())
     repaired = None
     if repair:
         removed = faiss_index.remove_stray_temp_files(directory)
         repaired = f"removed {len(removed)} temp files" if removed else None
-    report.findings.append(Finding(
-        "temp files", f"{len(strays)} temp files ({size / 1e6:.1f} MB) left by an "
-                      "interrupted save", repaired=repaired, examples=[p.name for p in strays]
-        [:MAX_EXAMPLES]))
+    report.findings.append(Finding("temp files", faiss_index.describe_temp_files(strays),
+                                   repaired=repaired,
+                                   examples=[p.name for p in strays[:MAX_EXAMPLES]]))
 
 
 def _check_index(library: Library, scan: _Scan, report: CheckReport, repair: bool) -> None:

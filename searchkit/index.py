@@ -233,6 +233,17 @@ def remove_stray_temp_files(directory: Path) -> list[Path]:
     return removed
 
 
+def describe_temp_files(paths: list[Path]) -> str:
+    """The one wording of stray temp files, with the space they take."""
+    size = 0
+    for path in paths:
+        try:
+            size += path.stat().st_size
+        except OSError:
+            pass
+    return f"{len(paths)} temp files ({size / 1e6:.1f} MB) left by an interrupted save"
+
+
 def _temp_files(directory: Path) -> list[Path]:
     return sorted(p for pattern in TEMP_PATTERNS for p in directory.glob(pattern))
 

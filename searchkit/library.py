@@ -370,9 +370,8 @@ class Library:
                             "rebuilds it")
         strays = faiss_index.stray_temp_files(self.directory)
         if strays:
-            size = sum(_size(p) for p in strays)
-            problems.append(f"{len(strays)} temp files ({size / 1e6:.1f} MB) left by an "
-                            "interrupted save; the next index run removes them")
+            problems.append(faiss_index.describe_temp_files(strays)
+                            + "; the next index run removes them")
         if fresh is not None and fresh.stamp.left_out:
             problems.append(f"{fresh.stamp.left_out} indexed images have a damaged vector "
                             "and are left out of search")
@@ -383,13 +382,6 @@ class Library:
 
     def get(self, file_id: int) -> File | None:
         return self.store.get_file(file_id)
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def _exact(index: faiss_index.SearchIndex, qv: np.ndarray, k: int, allowed: np.ndarray
