@@ -393,6 +393,12 @@ class Store:
                                              File.status == STATUS_OK)
                           .values(mtime_ns=REENCODE_MTIME_NS, content_hash=None))
 
+    def formats(self) -> list[str]:
+        """The image formats of the indexed files, sorted."""
+        with self.session() as s:
+            return sorted(f for f in s.scalars(select(File.format).where(
+                File.status == STATUS_OK).distinct()) if f)
+
     def skipped(self) -> list[File]:
         with self.session() as s:
             return list(s.scalars(select(File).where(File.status == STATUS_SKIPPED)

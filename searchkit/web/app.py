@@ -14,12 +14,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, \
     Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import select
 
-from ..errors import SearchkitError
+from ..errors import DiskFullError, LibraryBusyError, LibraryDamagedError, SearchkitError
 from ..imageio import MAX_PIXELS, SNIFF_BYTES, ImageDecodeError, open_image, sniff
 from ..library import Library
 from ..query import Filters, Query as SearchQuery
+from ..spec import FieldError, parse_query_spec
 from ..store import STATUS_OK, File as FileRow
 from .batching import DecodeSlots
 from .config import PAGE_HEADERS, THUMB_DIR, WebConfig
@@ -86,10 +86,17 @@ def _mb(n: int) -> str:
 
 
 # ---- errors ----------------------------------------------------------------------------------
+def _status_code(exc: SearchkitError) -> int:
+    """400 for what the request got wrong; 503 for the server's own state (a damaged library,
+    a full disk, a busy writer), which no change to the request would fix."""
+    return 503 if isinstance(exc, (LibraryDamagedError, DiskFullError, LibraryBusyError)) else 400
+
+
 def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(SearchkitError)
     async def _user_error(request: Request, exc: SearchkitError):
-        return JSONResponse({"detail": " ".join(str(exc).split())}, status_code=400)
+        return JSONResponse({"detail": " ".join(str(exc).split())},
+                            status_code=_status_code(exc))
 
     @app.exception_handler(OriginalUnavailable)
     async def _gone(request: Request, exc: OriginalUnavailable):
@@ -140,10 +147,10 @@ def _search_routes(app: FastAPI, library: Library, searcher: Searcher, config: W
     ) -> SearchResponse:
         """Search by text, "more like" stored images (``like``), or both; ``not`` terms are
         subtracted. Filters restrict the search itself (not its results)."""
-        query = SearchQuery(texts=[(q, text_weight)] if q is not None else [],
-                            negatives=[(n, not_weight) for n in negatives or []],
-                            like=[(i, like_weight) for i in like or []])
-        return respond(query, k, filters, threshold)
+        spec = _query_spec(dict(text=q, **{"not": negatives}, like=like, k=k,
+                                     text_weight=text_weight, not_weight=not_weight,
+                                     like_weight=like_weight))
+        return respond(spec.query, spec.k, filters, threshold)
 
     @app.post("/api/search", response_model=SearchResponse, responses=ERRORS, tags=["search"])
     def search_upload(
@@ -167,25 +174,33 @@ def _search_routes(app: FastAPI, library: Library, searcher: Searcher, config: W
         memory does not grow with the number of clients."""
         check_k(k)
         with slots.hold() if image is not None else nullcontext():
-            images = [(_decode_upload(image, config), image_weight)] if image is not None else []
-            query = SearchQuery(texts=[(q, text_weight)] if q is not None else [],
-                                images=images,
-                                negatives=[(n, not_weight) for n in negatives or []],
-                                like=[(i, like_weight) for i in like or []])
-            return respond(query, k, filters, threshold)
+            upload = _decode_upload(image, config) if image is not None else None
+            spec = _query_spec(dict(text=q, image=upload, **{"not": negatives}, like=like,
+                                         k=k, text_weight=text_weight,
+                                         image_weight=image_weight, not_weight=not_weight,
+                                         like_weight=like_weight))
+            return respond(spec.query, spec.k, filters, threshold)
 
     @app.get("/api/status", response_model=StatusOut, tags=["library"])
     def status() -> StatusOut:
         """The library's model, counts, folders and index state."""
         st = library.status(with_skipped=True)
-        with library.store.session() as s:
-            formats = sorted(f for f in s.scalars(select(FileRow.format).where(
-                FileRow.status == STATUS_OK).distinct()) if f)
+        formats = library.store.formats()
         return StatusOut(model_name=st.model_name, dim=st.dim, indexed=st.indexed,
                          skipped=st.skipped, roots=st.roots, index_kind=st.index_kind,
                          index_state=st.index_state, busy=st.busy, formats=formats,
+                         problems=list(st.problems),
                          skipped_files=[SkippedOut(path=f.path, reason=f.reason)
                                         for f in st.skipped_files[:MAX_SKIPPED_SHOWN]])
+
+
+def _query_spec(params: dict):
+    """The request's query terms through the one query-spec parser; errors name the HTTP
+    parameter (``q`` is the spec's ``text``)."""
+    try:
+        return parse_query_spec(params)
+    except FieldError as e:
+        raise FieldError("q" if e.field == "text" else e.field, e.problem) from None
 
 
 def _decode_upload(upload: UploadFile, config: WebConfig):

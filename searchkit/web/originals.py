@@ -21,6 +21,7 @@ import stat
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
+from ..fsinfo import storable_mtime_ns
 from ..imageio import SNIFF_BYTES, sniff
 from ..store import File
 
@@ -101,7 +102,7 @@ def open_original(row: File) -> Original:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size != row.size or \
-                st.st_mtime_ns != row.mtime_ns:
+                storable_mtime_ns(st.st_mtime_ns) != row.mtime_ns:
             raise changed(row)
         announced = sniff(f.read(SNIFF_BYTES))
         if announced is None or announced != SAME_MAGIC.get(row.format or "", row.format):

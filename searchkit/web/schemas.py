@@ -59,6 +59,8 @@ class StatusOut(BaseModel):
     busy: bool
     formats: list[str] = Field(description="Image formats present in the library")
     skipped_files: list[SkippedOut] = Field(description="The first skipped files")
+    problems: list[str] = Field(default_factory=list, description="What is wrong with the "
+                                "library, if anything (see `searchkit check`)")
 
 
 class ErrorOut(BaseModel):
