@@ -13,11 +13,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from searchkit.errors import SearchkitError
+
 log = logging.getLogger(__name__)
 
 LAST = "last.pt"
 BEST = "best.pt"
 FORMAT_VERSION = 1
+
+
+class CheckpointError(SearchkitError):
+    """A checkpoint cannot be read or does not fit the model."""
 
 
 @dataclass
@@ -90,17 +96,23 @@ class Checkpoint:
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
-    raw = torch.load(path, map_location="cpu", weights_only=False)
-    if raw.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path} was written by a newer searchkit")
-    return Checkpoint(raw["model"], raw["optimizer"], TrainState(**raw["state"]), raw["config"],
-                      raw["rng"], raw.get("scaler"))
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=False)
+        if raw.get("format_version", 0) > FORMAT_VERSION:
+            raise CheckpointError(f"{path} was written by a newer searchkit")
+        return Checkpoint(raw["model"], raw["optimizer"], TrainState(**raw["state"]),
+                          raw["config"], raw["rng"], raw.get("scaler"))
+    except CheckpointError:
+        raise
+    except Exception as e:   # truncated, not a checkpoint, missing keys: all unreadable
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); "
+                              "delete it to train from the start") from e
 
 
 def restore(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ckpt: Checkpoint) -> None:
     missing = set(ckpt.model) - set(model.state_dict())
     if missing:
-        raise ValueError(f"checkpoint does not fit the model (e.g. {sorted(missing)[:2]})")
+        raise CheckpointError(f"checkpoint does not fit the model (e.g. {sorted(missing)[:2]})")
     model.load_state_dict(ckpt.model, strict=False)
     optimizer.load_state_dict(ckpt.optimizer)
     set_rng_state(ckpt.rng)

@@ -121,3 +121,14 @@ def test_late_failure_keeps_the_checkpoint_and_says_how_to_resume(
     r = run(*args, "--resume", "--json")
     assert r.exit_code == 0, r.output
     assert len(json.loads((out / "metrics.json").read_text())["losses"]) == 10
+
+
+def test_resume_from_an_unreadable_checkpoint_is_one_line(tiny_clip_dir, shapes_dir, tmp_path):
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"\x80\x02 half a checkpoint")
+    r = run("finetune", shapes_dir, "--model", tiny_clip_dir, "--output", tmp_path / "run",
+            *TINY_RUN, "--resume")
+    assert r.exit_code != 0 and "Traceback" not in r.output, r.output
+    line = _last_line(r.output)
+    assert line.startswith(f"error: checkpoint {last} cannot be read") and "delete it" in line
