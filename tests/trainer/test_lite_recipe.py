@@ -41,7 +41,10 @@ def test_synthesized_features_are_confident_and_in_range():
     with torch.no_grad():
         p = classifier(torch.from_numpy(x)).softmax(-1).numpy()
     target = np.repeat(np.arange(5), 3)
-    assert (p[np.arange(15), target] >= 0.8).all()
+    # the ascent stops once its own p reaches 0.8; recomputed here through nn.Linear (another
+    # kernel) p may differ in the last bits, so the bound keeps a round-off margin. A broken
+    # ascent leaves p near 1/5.
+    assert (p[np.arange(15), target] >= 0.8 - 1e-4).all()
     again = imagenet_synth_pooled(fake, real, per_class=3, seed=1, target_p=0.8, steps=500)
     np.testing.assert_array_equal(x, again)
 
