@@ -55,7 +55,7 @@ def serve_cmd(
                           "--allow-host)", highlight=False, markup=False)
     lib = Library.open(library_dir(library))
     searcher = Searcher(lib)
-    console.print(f"loading model {lib.info.model_name} ...", highlight=False)
+    console.print(f"loading model {lib.info.model_name} ...", highlight=False, markup=False)
     searcher.warm()
     config = WebConfig(token=token, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                        max_pixels=max_pixels, allowed_hosts=hosts)

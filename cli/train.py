@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .common import UserError, console, fail, out, user_errors
+from .common import UserError, console, fail, out, print_json, show, user_errors
 
 DataArg = typer.Argument(..., help="Dataset: an imagefolder directory with metadata.jsonl "
                          "(per split folder), a CSV/JSONL of image path + caption, or a hub name.")
@@ -48,7 +48,7 @@ def _report_bad(bad) -> None:
         return
     console.print(f"skipped {len(bad)} bad row(s):", highlight=False)
     for b in bad[:20]:
-        console.print(f"  [{b.split}] {b.key!r}: {b.reason}", highlight=False, markup=False)
+        show(f"  [{b.split}] ", repr(b.key), ": ", b.reason, console=console)
     if len(bad) > 20:
         console.print(f"  ... and {len(bad) - 20} more (metrics.json lists them all)")
 
@@ -99,9 +99,9 @@ def evaluate_cmd(
     metrics = evaluate_pairs(encoder, pairs.pairs, cache=ImageVectorCache(cache_dir),
                              cache_name="evaluate")
     if json_out:
-        out.print_json(json.dumps(metrics.to_json()))
+        print_json(metrics.to_json())
     else:
-        out.print(f"{metrics.n} pairs ({pairs.name}), model {encoder.name}", highlight=False)
+        show(f"{metrics.n} pairs (", pairs.name, "), model ", encoder.name)
         out.print(_recall_table([("recall %", metrics)]))
     _report_bad(pairs.bad)
 
@@ -126,7 +126,7 @@ def _callbacks(progress, task):
         ref = f", {p.reference.name} top-1 {p.reference.top1:.2f}" if p.reference else ""
         progress.console.print(f"{p.label}: text->image R@1 {p.domain.text_to_image.r1:.2f}, "
                                f"image->text R@1 {p.domain.image_to_text.r1:.2f}{ref}",
-                               highlight=False)
+                               highlight=False, markup=False)
 
     def on_stage(text: str) -> None:
         progress.update(task, description=text)
@@ -166,8 +166,7 @@ def _run_finetune(output: Path, run):
         last = output / CHECKPOINT_SUBDIR / LAST
         if not last.is_file():
             raise
-        console.print(f"interrupted; the last checkpoint is {last}: {RESUME_HINT}",
-                      highlight=False, markup=False)
+        show("interrupted; the last checkpoint is ", last, f": {RESUME_HINT}", console=console)
         raise typer.Exit(130)
 
 
@@ -177,7 +176,7 @@ def _final_table(res) -> None:
         cols.append((f"WiSE-FT a={res.wise.alpha:g}", res.final))
     out.print(_recall_table(cols))
     if res.wise is not None:
-        out.print(f"WiSE-FT: {res.wise.reason}", highlight=False)
+        out.print(f"WiSE-FT: {res.wise.reason}", highlight=False, markup=False)
         for p in res.wise.curve:
             ref = f"  {p.point.reference.name} top-1 {p.point.reference.top1:.2f}" \
                 if p.point.reference else ""
@@ -277,12 +276,11 @@ def finetune_cmd(
             encoder, pairs, cfg, output, reference=ref, callbacks=_callbacks(progress, task),
             resume=resume, cache_dir=cache_dir))
     if json_out:
-        out.print_json((output / "metrics.json").read_text())
+        print_json(json.loads((output / "metrics.json").read_text()))
     else:
         _final_table(res)
-        out.print(f"model saved to {output / 'model'} (use --model {output / 'model'}; "
-                  "re-index a library with `searchkit index --model DIR --reindex`)",
-                  highlight=False)
+        show("model saved to ", output / "model", " (use --model ", output / "model",
+             "; re-index a library with `searchkit index --model DIR --reindex`)")
     _report_bad(pairs.bad)
 
 
