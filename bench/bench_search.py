@@ -67,12 +67,12 @@ def bench_library(enc, n: int, n_queries: int, work: Path) -> None:
     for i in range(n_queries + 5):
         text = " ".join(rng.choice(WORDS, 3))
         t = time.perf_counter()
-        hits = lib.search(Query.text(f"a photo of a {text}"), k=10)
+        result = lib.search_with_timings(Query.text(f"a photo of a {text}"), k=10)
         total = time.perf_counter() - t
-        assert len(hits) == 10
+        assert len(result.hits) == 10
         if i < 5:
             continue  # warm-up
-        lt = lib.last_timings
+        lt = result.timings
         for k, v in (("encode", lt.encode), ("faiss", lt.faiss), ("sqlite", lt.sqlite),
                      ("total", total)):
             stages[k].append(v)

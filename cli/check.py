@@ -21,8 +21,8 @@ def check_cmd(
 ) -> None:
     """Verify a library: database, meta, every vector, files on disk, the saved index, temp
     files. Exits 0 when healthy (or repaired), 1 when problems remain."""
-    from searchkit.check import check_library
-    report = check_library(library_dir(library), repair=repair)
+    from searchkit import Library
+    report = Library.check(library_dir(library), repair=repair)
     if json_out:
         print_json(report.to_json())
     else:

@@ -43,34 +43,13 @@ def index_cmd(
     """Index folders of images: new, changed, moved and deleted files are brought up to date."""
     from indexer import Indexer
     from searchkit import Library
-    from searchkit.encoders import load_encoder
-    from searchkit.errors import ModelMismatchError
 
-    lib_dir = library_dir(library)
-    for p in paths or []:
-        if not p.exists():
-            raise UserError(f"path does not exist: {p}")
-    try:
-        lib = Library.open(lib_dir, model=model, create=True)
-    except ModelMismatchError:
-        if not reindex:
-            raise
-        lib = Library.open(lib_dir)
-        with lib.writer():
-            lib.rebind(load_encoder(model))
-    else:
-        if reindex:
-            with lib.writer():
-                lib.rebind(lib.encoder)
-    indexer = Indexer(lib, workers=workers, max_pixels=max_pixels)
-    targets = [str(p) for p in paths or []]
-    if reindex and targets:  # every known folder is re-encoded, the new ones too
-        import os
-        lib.store.add_roots([os.path.abspath(t) for t in targets], time.time())
-        targets = []
-    report = _run_with_progress(indexer, targets, json_out)
+    plan = Library.open_for_indexing(library_dir(library), model=model, paths=paths or [],
+                                     reindex=reindex)
+    indexer = Indexer(plan.library, workers=workers, max_pixels=max_pixels)
+    report = _run_with_progress(indexer, plan.paths, json_out)
     _print_report(report, json_out)
-    lib.prepare_fast_queries()  # once per model: later searches need not import torch
+    plan.library.prepare_fast_queries()  # once per model: later searches need not import torch
     while watch:
         time.sleep(watch)
         report = indexer.run()
@@ -364,16 +343,8 @@ def forget_cmd(
     library: Optional[Path] = LibraryOption,
 ) -> None:
     """Stop tracking a folder: its images leave the library (the files are not touched)."""
-    import os
-    lib = _open(library, None)
-    root = os.path.abspath(os.path.expanduser(str(path)))
-    with lib.writer():
-        if root not in lib.store.roots() and not any(
-                r.startswith(root.rstrip(os.sep) + os.sep) for r in lib.store.roots()):
-            raise UserError(f"{root} is not an indexed folder (see searchkit status)")
-        n = lib.store.forget(root)
-        lib.search_index()
-    show(f"removed {n} files under ", root, console=console)
+    forgotten = _open(library, None).forget(path)
+    show(f"removed {forgotten.removed} files under ", forgotten.root, console=console)
 
 
 def register(app: typer.Typer) -> None:

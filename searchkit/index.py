@@ -78,30 +78,60 @@ def choose_kind(n: int, threshold: int = IVF_THRESHOLD) -> str:
     return "flat" if n < threshold else "ivf"
 
 
-def build(ids: np.ndarray, vectors: np.ndarray, kind: str | None = None,
-          threshold: int = IVF_THRESHOLD, trained: faiss.Index | None = None,
-          trained_count: int = 0) -> faiss.Index:
-    """A new CPU index over ``vectors`` (float32, normalised) with the given ids.
+@dataclass(frozen=True)
+class Built:
+    """A new index and what its stamp records of it."""
+    index: faiss.Index
+    kind: str
+    trained_count: int       # rows its IVF quantizer was trained on (0: flat)
 
-    ``trained`` is a previous IVF index whose coarse quantizer is reused (no k-means) while
-    the row count stays within ``RETRAIN_RATIO`` of ``trained_count``.
-    """
-    n, dim = vectors.shape if vectors.ndim == 2 else (0, vectors.shape[-1])
+
+def rebuild(ids: np.ndarray, vectors: np.ndarray, previous: Saved | None = None,
+            threshold: int = IVF_THRESHOLD) -> Built:
+    """An index over ``vectors`` whose kind follows their number. An IVF ``previous`` lends
+    its trained quantizer (no k-means) while :func:`reusable` says so: the one place that
+    decides whether a quantizer is reused."""
+    n, dim = _shape(vectors)
+    kind = choose_kind(n, threshold)
+    if kind == "flat":
+        return Built(build(ids, vectors, kind), kind, 0)
+    if reusable(previous, dim, n):
+        return Built(build(ids, vectors, kind, trained=previous.index), kind,
+                     _trained_count(previous.stamp))
+    return Built(build(ids, vectors, kind), kind, n)
+
+
+def reusable(previous: Saved | None, dim: int, n: int) -> bool:
+    """Whether ``previous`` can lend its IVF quantizer to an index of ``n`` vectors of ``dim``:
+    same dimension, and ``n`` within ``RETRAIN_RATIO`` of the rows it was trained on."""
+    if previous is None or previous.index.d != dim or kind_of(previous.index) != "ivf":
+        return False
+    trained_count = _trained_count(previous.stamp)
+    return trained_count > 0 and 1 / RETRAIN_RATIO <= n / trained_count <= RETRAIN_RATIO
+
+
+def _trained_count(stamp: Stamp) -> int:
+    return stamp.trained_count or stamp.count  # stamps written before trained_count: count
+
+
+def _shape(vectors: np.ndarray) -> tuple[int, int]:
+    return vectors.shape if vectors.ndim == 2 else (0, vectors.shape[-1])
+
+
+def build(ids: np.ndarray, vectors: np.ndarray, kind: str | None = None,
+          threshold: int = IVF_THRESHOLD, trained: faiss.Index | None = None) -> faiss.Index:
+    """A new CPU index over ``vectors`` (float32, normalised) with the given ids. An IVF
+    index reuses the coarse quantizer of ``trained`` when given (whether to is
+    :func:`rebuild`'s decision), else trains one."""
+    n, dim = _shape(vectors)
     kind = kind or choose_kind(n, threshold)
     if kind == "flat":
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-    elif kind == "ivf" and reusable(trained, dim, n, trained_count):
+    elif kind == "ivf" and trained is not None:
         index = faiss.clone_index(trained)
         index.reset()
     elif kind == "ivf":
-        nlist = max(1, min(int(IVF_LISTS_PER_SQRT * math.sqrt(max(n, 1))), max(1, n // 39)))
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        rng = np.random.default_rng(0)
-        sample = vectors[rng.choice(n, size=min(n, nlist * TRAIN_SAMPLE_PER_LIST), replace=False)]
-        index.train(sample)
-        index.nprobe = min(IVF_NPROBE, nlist)
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct() by row id
+        index = _trained_ivf(vectors, dim)
     else:
         raise ValueError(f"unknown index kind {kind!r}")
     if n:
@@ -110,10 +140,16 @@ def build(ids: np.ndarray, vectors: np.ndarray, kind: str | None = None,
     return index
 
 
-def reusable(trained: faiss.Index | None, dim: int, n: int, trained_count: int) -> bool:
-    if trained is None or trained.d != dim or kind_of(trained) != "ivf" or trained_count <= 0:
-        return False
-    return 1 / RETRAIN_RATIO <= n / trained_count <= RETRAIN_RATIO
+def _trained_ivf(vectors: np.ndarray, dim: int) -> faiss.Index:
+    n = len(vectors)
+    nlist = max(1, min(int(IVF_LISTS_PER_SQRT * math.sqrt(max(n, 1))), max(1, n // 39)))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(0)
+    index.train(vectors[rng.choice(n, size=min(n, nlist * TRAIN_SAMPLE_PER_LIST),
+                                   replace=False)])
+    index.nprobe = min(IVF_NPROBE, nlist)
+    index.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct() by row id
+    return index
 
 
 def kind_of(index: faiss.Index) -> str:

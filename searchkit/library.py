@@ -1,9 +1,12 @@
 """A library: one directory holding the SQLite store and its derived FAISS index, bound to one
-model. Opening, searching and status live here; ``indexer`` writes into it."""
+model. Every operation a user can ask for lives here (open, search, status, roots, forget,
+reindex, check); ``indexer`` writes into it. The SQL behind them is the store's."""
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,10 +20,13 @@ from . import index as faiss_index
 from .encoders import fast_query
 from .encoders.registry import load_encoder
 from .errors import LibraryBusyError, ModelMismatchError, SearchkitError
-from .query import Filters, Hit, Query, build_filter_ids, combine, unknown_terms, validate
+from .fsinfo import text_path
+from .paths import absolute, is_under
+from .query import Filters, Hit, Query, combine, unknown_terms, validate
 from .store import STATUS_OK, STATUS_SKIPPED, File, LibraryInfo, Store, vector_problem
 
 if TYPE_CHECKING:
+    from .check import CheckReport
     from .encoders.base import Encoder
 
 log = logging.getLogger(__name__)
@@ -56,12 +62,34 @@ class LibraryStatus:
     problems: list[str] = field(default_factory=list)  # what `searchkit check` would report
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchTimings:
-    """Where the last search spent its time (seconds)."""
+    """Where one search spent its time (seconds)."""
     encode: float = 0.0
     faiss: float = 0.0
     sqlite: float = 0.0
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One search's hits (best first) and where it spent its time."""
+    hits: list[Hit]
+    timings: SearchTimings
+
+
+@dataclass(frozen=True)
+class ForgetResult:
+    """What :meth:`Library.forget` did."""
+    root: str       # the folder, as the library records it
+    removed: int    # files that left the library (the files on disk are not touched)
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """What :meth:`Library.open_for_indexing` prepared: the library an index run writes to
+    and the paths to give ``Indexer.run`` (empty: every folder the library knows)."""
+    library: "Library"
+    paths: list[str]
 
 
 def reindex_hint(directory: Path, model: str) -> str:
@@ -69,46 +97,47 @@ def reindex_hint(directory: Path, model: str) -> str:
 
 
 class Library:
-    """Open with :meth:`open`; build objects once and pass them in (tests hand in fakes)."""
+    """Open with :meth:`open`; build objects once and pass them in (tests hand in fakes).
+
+    One instance may serve many threads (the web server): the lazy encoder and the index
+    cache are guarded, and a search keeps its timings in its result, not on the instance.
+    """
 
     def __init__(self, directory: Path, store: Store, info: LibraryInfo,
                  encoder: "Encoder | None" = None,
-                 encoder_factory: EncoderFactory = load_encoder):
+                 encoder_factory: EncoderFactory = load_encoder, fast_queries: bool = False):
+        """``fast_queries``: encode queries with the model's exported torch-free query side
+        (:mod:`~searchkit.encoders.fast_query`) when there is one and no encoder is loaded."""
         self.directory = Path(directory)
         self.store = store
         self.info = info
         self._encoder = encoder
         self._encoder_factory = encoder_factory
+        self._fast_queries = fast_queries
         self._index: faiss_index.SearchIndex | None = None
         self._fast: fast_query.FastQueryEncoder | None | bool = False  # False: not looked up
-        self.last_timings = SearchTimings()
+        self._encoder_lock = threading.Lock()
+        self._index_lock = threading.RLock()
         if encoder is not None:
             self._check_encoder(encoder)
 
     # ---- opening ---------------------------------------------------------------------------
     @classmethod
     def open(cls, directory: str | Path, model: str | None = None, create: bool = False,
-             encoder: "Encoder | None" = None,
-             encoder_factory: EncoderFactory = load_encoder) -> "Library":
+             encoder: "Encoder | None" = None, encoder_factory: EncoderFactory | None = None,
+             fast_queries: bool | None = None) -> "Library":
         """Open the library in ``directory``; with ``create``, make it (bound to ``model``).
 
         ``model`` given for an existing library must be the one it was indexed with.
+        ``encoder_factory`` builds the model from its name (default: the registry's
+        ``load_encoder``); ``fast_queries`` (default: when the factory is the registry's) lets
+        queries skip torch, see :class:`Library`.
         """
         directory = Path(directory).expanduser()
-        if not directory.exists():
-            if not create:
-                raise SearchkitError(f"no library at {directory}: index a folder first "
-                                     f"(searchkit index PATH --library {directory})")
-            directory.mkdir(parents=True)
-        elif not directory.is_dir():
-            raise SearchkitError(f"library path {directory} is not a directory")
-        store = Store(directory)
+        store = _existing_store(directory, create)
+        factory = encoder_factory or load_encoder
         if not store.exists():
-            if not create:
-                raise SearchkitError(f"no library at {directory}: index a folder first "
-                                     f"(searchkit index PATH --library {directory})")
-            from .encoders.registry import DEFAULT_MODEL
-            encoder = encoder or encoder_factory(model or DEFAULT_MODEL)
+            encoder = encoder or factory(model or _default_model())
             with write_lock(directory):
                 if not store.exists():
                     store.create(model or encoder.name, encoder.fingerprint(), encoder.dim)
@@ -118,25 +147,54 @@ class Library:
             raise ModelMismatchError(
                 f"library {directory} was indexed with model {info.model_name!r}, not {model!r}; "
                 + reindex_hint(directory, model))
-        return cls(directory, store, info, encoder=encoder, encoder_factory=encoder_factory)
+        fast = encoder_factory is None if fast_queries is None else fast_queries
+        return cls(directory, store, info, encoder=encoder, encoder_factory=factory,
+                   fast_queries=fast)
+
+    @classmethod
+    def open_for_indexing(cls, directory: str | Path, model: str | None = None,
+                          paths: list[str | os.PathLike] | tuple = (), reindex: bool = False,
+                          encoder_factory: EncoderFactory | None = None) -> IndexPlan:
+        """Open (creating it if needed) the library an index run of ``paths`` writes to.
+
+        With ``reindex`` the library is bound to ``model`` (default: its own model as its
+        files are now) and every vector is dropped; ``paths`` join its folders and the run
+        encodes every folder it knows again. Without, ``model`` must be the library's.
+        """
+        for p in paths:
+            if not os.path.exists(p):
+                raise SearchkitError(f"path does not exist: {text_path(os.fspath(p))}")
+        try:
+            library = cls.open(directory, model=model, create=True,
+                               encoder_factory=encoder_factory)
+        except ModelMismatchError:
+            if not reindex:
+                raise
+            library = cls.open(directory, encoder_factory=encoder_factory)
+        if not reindex:
+            return IndexPlan(library, [os.fspath(p) for p in paths])
+        library.reindex(model)
+        library.add_roots(paths)
+        return IndexPlan(library, [])
 
     @property
     def encoder(self) -> "Encoder":
-        if self._encoder is None:
-            enc = self._encoder_factory(self.info.model_name)
-            self._check_encoder(enc)
-            self._encoder = enc
-        return self._encoder
-
-    def _uses_registry(self) -> bool:
-        return self._encoder_factory is load_encoder
+        with self._encoder_lock:
+            if self._encoder is None:
+                enc = self._encoder_factory(self.info.model_name)
+                self._check_encoder(enc)
+                self._encoder = enc
+            return self._encoder
 
     def _query_encoder(self) -> "Encoder":
-        """The encoder for queries: while torch is not loaded, the model's exported ONNX query
-        side when there is one (see :mod:`fast_query`), else the model itself."""
-        if self._encoder is None and self._uses_registry():
-            if self._fast is False:
-                self._fast = fast_query.load(self.info.model_name, self.info.model_fingerprint)
+        """The encoder for queries: while no model is loaded, the model's exported ONNX query
+        side when there is one and ``fast_queries`` is on (see :mod:`fast_query`), else the
+        model itself."""
+        if self._encoder is None and self._fast_queries:
+            with self._encoder_lock:
+                if self._fast is False:
+                    self._fast = fast_query.load(self.info.model_name,
+                                                 self.info.model_fingerprint)
             if self._fast is not None:
                 return self._fast
         return self.encoder
@@ -144,7 +202,7 @@ class Library:
     def prepare_fast_queries(self) -> bool:
         """Export the model's query side for torch-free queries unless already done (loads the
         model if needed); whether queries can now skip torch."""
-        if not self._uses_registry() or not fast_query.supported(self.info.model_name):
+        if not self._fast_queries or not fast_query.supported(self.info.model_name):
             return False  # without loading a model that could not be exported anyway
         if fast_query.available(self.info.model_name, self.info.model_fingerprint):
             return True
@@ -157,14 +215,47 @@ class Library:
                 f"(weights fingerprint {enc.fingerprint()[:12]} != "
                 f"{self.info.model_fingerprint[:12]}); " + reindex_hint(self.directory, enc.name))
 
+    # ---- writing ---------------------------------------------------------------------------
+    def reindex(self, model: str | None = None) -> None:
+        """Bind to ``model`` (default: the library's own, as its files are now) under the
+        write lock: every vector is dropped, the folders stay, and the next index run encodes
+        every file again (``--reindex``)."""
+        with self.writer():
+            self.rebind(self._reindex_encoder(model))
+
+    def _reindex_encoder(self, model: str | None) -> "Encoder":
+        if model in (None, self.info.model_name) and self._encoder is not None:
+            return self._encoder
+        return self._encoder_factory(model or self.info.model_name)  # unchecked: it rebinds
+
     def rebind(self, encoder: "Encoder") -> None:
-        """Bind to another model (``--reindex``): all vectors are dropped, files stay listed
-        as roots so that the next index run re-encodes them."""
+        """Bind to another model (callers hold the write lock; see :meth:`reindex`)."""
         self.store.rebind(encoder.name, encoder.fingerprint(), encoder.dim)
         self.info = self.store.info()
         self._encoder = encoder
         self._fast = False
-        self._index = None
+        with self._index_lock:
+            self._index = None
+
+    def roots(self) -> list[str]:
+        """The folders (and files) indexed, as the library records them, sorted."""
+        return self.store.roots()
+
+    def add_roots(self, paths: list[str | os.PathLike] | tuple) -> None:
+        """Record folders so that an index run with no paths scans them too."""
+        self.store.add_roots([absolute(p) for p in paths], time.time())
+
+    def forget(self, path: str | os.PathLike) -> ForgetResult:
+        """Stop tracking a folder indexed before (or one holding such folders; it may no
+        longer exist): its files leave the library and the index. The files are not touched."""
+        root = absolute(path)
+        with self.writer():
+            if not any(is_under(r, root) for r in self.store.roots()):
+                raise SearchkitError(f"{text_path(root)} is not an indexed folder "
+                                     "(see searchkit status)")
+            removed = self.store.forget(root)
+            self.search_index()
+        return ForgetResult(root, removed)
 
     @contextmanager
     def writer(self) -> Iterator[None]:
@@ -185,19 +276,23 @@ class Library:
 
     # ---- the FAISS cache -------------------------------------------------------------------
     def search_index(self, save: bool = True) -> faiss_index.SearchIndex:
-        """The index, loaded or rebuilt so that it answers with exactly the stored vectors."""
-        version = self.store.vectors_version()
-        if self._index is not None and self._index.stamp.vectors_version == version:
+        """The index, loaded or rebuilt so that it answers with exactly the stored vectors.
+        Threads share it: after a change, the first caller rebuilds it, the others wait."""
+        with self._index_lock:
+            version = self.store.vectors_version()
+            if self._index is not None and self._index.stamp.vectors_version == version:
+                return self._index
+            self._index = self._load_or_rebuild(version, save)
             return self._index
+
+    def _load_or_rebuild(self, version: int, save: bool) -> faiss_index.SearchIndex:
         saved, damage = self.read_saved_index()
         if damage is not None:
             log.warning("the saved index of library %s is damaged (%s): rebuilding it from "
                         "%s", self.directory, damage, self.store.path.name)
         if saved is not None and self._stamp_matches(saved.stamp, version):
-            self._index = faiss_index.SearchIndex(saved.index, saved.stamp)
-            return self._index
-        self._index = self.rebuild_index(save=save, previous=saved)
-        return self._index
+            return faiss_index.SearchIndex(saved.index, saved.stamp)
+        return self.rebuild_index(save=save, previous=saved)
 
     def read_saved_index(self) -> tuple[faiss_index.Saved | None, str | None]:
         """The saved index (None if missing or damaged) and what is damaged, if anything."""
@@ -212,36 +307,30 @@ class Library:
 
     def rebuild_index(self, save: bool = True, previous: faiss_index.Saved | None = None
                       ) -> faiss_index.SearchIndex:
-        """Build from the store; a stale IVF index lends its trained quantizer. Rows whose
-        stored vector is damaged are left out (and reported)."""
+        """Build from the store (a stale IVF index may lend its quantizer: see
+        ``index.rebuild``). Rows whose stored vector is damaged are left out (and reported)."""
         stored, version = self.store.all_vectors()
-        ids, vectors = stored.ids, stored.vectors
         if stored.bad:
             log.warning("%d indexed images of library %s have a damaged vector and are left "
                         "out of search; run: searchkit check --repair --library %s",
                         len(stored.bad), self.directory, self.directory)
         t = time.perf_counter()
-        trained, trained_count = None, 0
-        if previous is not None and previous.stamp.dim == self.info.dim:
-            trained = previous.index
-            trained_count = previous.stamp.trained_count or previous.stamp.count
-        idx = faiss_index.build(ids, vectors, trained=trained, trained_count=trained_count)
-        kind = faiss_index.kind_of(idx)
-        if kind != "ivf":
-            trained_count = 0
-        elif not faiss_index.reusable(trained, self.info.dim, len(ids), trained_count):
-            trained_count = len(ids)
-        stamp = faiss_index.Stamp(version, len(ids), self.info.dim, self.info.model_fingerprint,
-                                  kind, trained_count, left_out=len(stored.bad))
-        log.info("built %s index of %d vectors in %.2fs", stamp.kind, len(ids),
+        built = faiss_index.rebuild(stored.ids, stored.vectors, previous)
+        stamp = faiss_index.Stamp(version, len(stored.ids), self.info.dim,
+                                  self.info.model_fingerprint, built.kind, built.trained_count,
+                                  left_out=len(stored.bad))
+        log.info("built %s index of %d vectors in %.2fs", stamp.kind, stamp.count,
                  time.perf_counter() - t)
         if save:
-            try:
-                faiss_index.save(idx, stamp, self.directory)
-            except OSError as e:  # a read-only library or a full disk: still answers
-                log.warning("cannot save the index of library %s (%s): it is rebuilt in "
-                            "memory until it can be saved", self.directory, e.strerror or e)
-        return faiss_index.SearchIndex(idx, stamp)
+            self._save_index(built.index, stamp)
+        return faiss_index.SearchIndex(built.index, stamp)
+
+    def _save_index(self, index, stamp: faiss_index.Stamp) -> None:
+        try:
+            faiss_index.save(index, stamp, self.directory)
+        except OSError as e:  # a read-only library or a full disk: still answers
+            log.warning("cannot save the index of library %s (%s): it is rebuilt in "
+                        "memory until it can be saved", self.directory, e.strerror or e)
 
     def index_state(self) -> str:
         """"fresh", "stale", "missing" or "damaged" (the saved index, as the next search
@@ -260,9 +349,12 @@ class Library:
         return self._stamp_matches(saved.stamp, self.store.vectors_version())
 
     # ---- search ----------------------------------------------------------------------------
-    def query_vector(self, query: Query) -> np.ndarray:
-        """The one normalised vector a (possibly combined) query stands for."""
+    def query_vector(self, query: Query, encoder: "Encoder | None" = None) -> np.ndarray:
+        """The one normalised vector a (possibly combined) query stands for, its texts and
+        images encoded by ``encoder`` (default: the library's query encoder)."""
         validate(query)
+        if encoder is not None:
+            return combine(query, encoder, self._stored_vector)
         encoder = self._query_encoder()
         try:
             return combine(query, encoder, self._stored_vector)
@@ -290,46 +382,28 @@ class Library:
         return np.frombuffer(f.vector, dtype=np.float32)
 
     def search(self, query: Query, k: int = 10, filters: Filters | None = None,
-               threshold: float | None = None) -> list[Hit]:
+               threshold: float | None = None, encoder: "Encoder | None" = None) -> list[Hit]:
         """Nearest images to ``query``, best first, restricted by ``filters``."""
+        return self.search_with_timings(query, k, filters, threshold, encoder).hits
+
+    def search_with_timings(self, query: Query, k: int = 10, filters: Filters | None = None,
+                            threshold: float | None = None, encoder: "Encoder | None" = None
+                            ) -> SearchResult:
+        """:meth:`search`, with where it spent its time. ``encoder`` encodes the query
+        instead of the library's own (the web server passes its micro-batching one)."""
         if k <= 0:
             raise SearchkitError("k must be at least 1")
-        timings = SearchTimings()
-        t0 = time.perf_counter()
-        qv = self.query_vector(query)
-        t1 = time.perf_counter()
-        timings.encode = t1 - t0
-        scores, ids = self.search_vector(qv, k, filters, timings)
-        t2 = time.perf_counter()
-        hits = self._hits(scores, ids, threshold)
-        timings.sqlite += time.perf_counter() - t2
-        self.last_timings = timings
-        return hits
-
-    def search_vector(self, qv: np.ndarray, k: int, filters: Filters | None = None,
-                      timings: SearchTimings | None = None) -> tuple[np.ndarray, np.ndarray]:
-        timings = timings or SearchTimings()
-        t = time.perf_counter()
+        lap = _Laps()
+        qv = self.query_vector(query, encoder)
+        encode = lap()
         index = self.search_index()
-        allowed = None
-        if filters is not None and filters.active():
-            allowed = build_filter_ids(self.store, filters)
-        timings.sqlite += time.perf_counter() - t
-        t = time.perf_counter()
-        if allowed is not None and len(allowed) == 0:
-            scores, ids = np.zeros(0, np.float32), np.zeros(0, np.int64)
-        elif allowed is not None and index.kind != "flat" and len(allowed) <= EXACT_FILTER_LIMIT:
-            scores, ids = _exact(index, qv, k, allowed)
-        else:
-            scores, ids = index.search(qv, k, allowed)
-        timings.faiss += time.perf_counter() - t
-        return scores, ids
-
-    def hits(self, scores: np.ndarray, ids: np.ndarray, threshold: float | None = None
-             ) -> list[Hit]:
-        """Hits for the (scores, ids) of :meth:`search_vector` (for callers that encode the
-        query themselves, e.g. the web server under its encoder lock)."""
-        return self._hits(scores, ids, threshold)
+        allowed = self.store.filter_ids(filters) if filters is not None and \
+            filters.active() else None
+        sqlite = lap()
+        scores, ids = _nearest(index, qv, k, allowed)
+        faiss = lap()
+        hits = self._hits(scores, ids, threshold)
+        return SearchResult(hits, SearchTimings(encode, faiss, sqlite + lap()))
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray, threshold: float | None) -> list[Hit]:
         files = self.store.get_files([int(i) for i in ids])
@@ -343,7 +417,7 @@ class Library:
             hits.append(Hit.from_row(f, float(score)))
         return hits
 
-    # ---- status ----------------------------------------------------------------------------
+    # ---- reading ---------------------------------------------------------------------------
     def status(self, with_skipped: bool = True) -> LibraryStatus:
         counts = self.store.counts()
         saved, damage = self.read_saved_index()
@@ -355,11 +429,11 @@ class Library:
             directory=str(self.directory), model_name=self.info.model_name,
             model_fingerprint=self.info.model_fingerprint, dim=self.info.dim,
             schema_version=self.info.schema_version, indexed=counts.get(STATUS_OK, 0),
-            skipped=counts.get(STATUS_SKIPPED, 0), roots=self.store.roots(), index_kind=kind,
+            skipped=counts.get(STATUS_SKIPPED, 0), roots=self.roots(), index_kind=kind,
             index_state=state, index_device="gpu" if faiss_index.gpu_count() else "cpu",
             busy=self.is_busy(), skipped_files=skipped,
             problems=self._problems(saved if state == "fresh" else None, damage),
-            queries="onnx" if self._uses_registry() and fast_query.available(
+            queries="onnx" if self._fast_queries and fast_query.available(
                 self.info.model_name, self.info.model_fingerprint) else "torch")
 
     def _problems(self, fresh: faiss_index.Saved | None, damage: str | None) -> list[str]:
@@ -380,8 +454,69 @@ class Library:
             problems.append(f"{waiting} images wait to be encoded again by the next index run")
         return problems
 
+    @staticmethod
+    def check(directory: str | Path, repair: bool = False) -> "CheckReport":
+        """Verify the library in ``directory`` (like ``git fsck``) and, with ``repair``, fix
+        what can be fixed without losing a stored row: see :mod:`searchkit.check`. It does
+        not open the library first, since it must work on a damaged one."""
+        from .check import check_library
+        return check_library(directory, repair=repair)
+
     def get(self, file_id: int) -> File | None:
         return self.store.get_file(file_id)
+
+    def indexed_file(self, file_id: int) -> File | None:
+        """An indexed image's row, without its vector; None unless an ok row has this id."""
+        f = self.store.get_files([file_id]).get(file_id)
+        return f if f is not None and f.status == STATUS_OK else None
+
+    def formats(self) -> list[str]:
+        """The image formats of the indexed files, sorted."""
+        return self.store.formats()
+
+
+def _default_model() -> str:
+    from .encoders.registry import DEFAULT_MODEL
+    return DEFAULT_MODEL
+
+
+def _existing_store(directory: Path, create: bool) -> Store:
+    """The store of the library in ``directory`` (with ``create``, the folder is made)."""
+    missing = SearchkitError(f"no library at {directory}: index a folder first "
+                             f"(searchkit index PATH --library {directory})")
+    if not directory.exists():
+        if not create:
+            raise missing
+        directory.mkdir(parents=True)
+    elif not directory.is_dir():
+        raise SearchkitError(f"library path {directory} is not a directory")
+    store = Store(directory)
+    if not create and not store.exists():
+        raise missing
+    return store
+
+
+class _Laps:
+    """Seconds since the previous call (the first: since it was made)."""
+
+    def __init__(self):
+        self._last = time.perf_counter()
+
+    def __call__(self) -> float:
+        now = time.perf_counter()
+        elapsed, self._last = now - self._last, now
+        return elapsed
+
+
+def _nearest(index: faiss_index.SearchIndex, qv: np.ndarray, k: int,
+             allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (scores, ids), only among ``allowed`` ids when given: a filter leaving few rows
+    is searched exactly (an approximate index may miss rare filtered rows)."""
+    if allowed is not None and len(allowed) == 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.int64)
+    if allowed is not None and index.kind != "flat" and len(allowed) <= EXACT_FILTER_LIMIT:
+        return _exact(index, qv, k, allowed)
+    return index.search(qv, k, allowed)
 
 
 def _exact(index: faiss_index.SearchIndex, qv: np.ndarray, k: int, allowed: np.ndarray

@@ -1,9 +1,8 @@
-"""Queries, filters and hits: typed records, and the pure functions that turn them into a query
-vector and a set of allowed row ids."""
+"""Queries, filters and hits: typed records, and the pure functions that turn a query into one
+vector. (The SQL that turns filters into allowed row ids is the store's: ``Store.filter_ids``.)"""
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -11,14 +10,13 @@ from typing import TYPE_CHECKING, Callable, Union
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import func, or_, select
 
 from .errors import QueryError
 from .imageio import SUPPORTED_FORMATS, ImageDecodeError, open_image
-from .store import STATUS_OK, File
 
 if TYPE_CHECKING:
     from .encoders.base import Encoder
+    from .store import File
 
 ImageInput = Union[Image.Image, str, Path, bytes]
 DEFAULT_NEGATIVE_WEIGHT = 0.5
@@ -153,48 +151,6 @@ def combine(query: Query, encoder: "Encoder", stored: Callable[[int], np.ndarray
     if norm < 1e-8:
         raise QueryError("the query terms cancel out (weights sum to nothing)")
     return v / norm
-
-
-def build_filter_ids(store, filters: Filters) -> np.ndarray:
-    """Row ids of ok files that pass ``filters`` (SQL does the work)."""
-    if filters.date_field not in DATE_FIELDS:
-        raise QueryError(f"date field must be one of {', '.join(DATE_FIELDS)}")
-    conds = [File.status == STATUS_OK]
-    if filters.path_prefix:
-        prefix = os.path.abspath(os.path.expanduser(filters.path_prefix))
-        conds.append(or_(File.path == prefix,
-                         File.path.startswith(prefix.rstrip(os.sep) + os.sep, autoescape=True)))
-    if filters.path_glob:
-        pattern = filters.path_glob
-        if not pattern.startswith(("*", os.sep)):
-            pattern = "*" + pattern  # a glob matches the end of the path, like rglob
-        conds.append(File.path.op("GLOB")(pattern))
-    if filters.date_from or filters.date_to:
-        if filters.date_field == "taken":
-            col = File.taken_at
-            lo, hi = filters.date_from, filters.date_to
-        else:
-            col = File.mtime_ns
-            lo = time_ns(filters.date_from) if filters.date_from else None
-            hi = time_ns(filters.date_to) if filters.date_to else None
-        if lo is not None:
-            conds.append(col >= lo)
-        if hi is not None:
-            conds.append(col <= hi)
-    if filters.min_width:
-        conds.append(File.width >= filters.min_width)
-    if filters.min_height:
-        conds.append(File.height >= filters.min_height)
-    if filters.formats:
-        conds.append(File.format.in_(stored_formats(filters.formats)))
-    if filters.camera:  # contains, literally: % and _ are not wildcards here
-        part = filters.camera.lower()
-        conds.append(or_(*(func.lower(col).contains(part, autoescape=True) for col in (
-            File.camera_make, File.camera_model,
-            func.coalesce(File.camera_make, "") + " " + func.coalesce(File.camera_model, "")))))
-    with store.session() as s:
-        ids = s.scalars(select(File.id).where(*conds)).all()
-    return np.asarray(ids, dtype=np.int64)
 
 
 INT64_MIN, INT64_MAX = -2**63, 2**63 - 1

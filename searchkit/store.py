@@ -8,6 +8,7 @@ can tell whether it is stale.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,12 +18,15 @@ from typing import Iterator
 
 import numpy as np
 from sqlalchemy import (Float, ForeignKey, Index, Integer, LargeBinary, String, Text, create_engine,
-                        event, exc, func, select, text, update)
+                        event, exc, func, or_, select, text, update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, defer, mapped_column,
                             sessionmaker)
 
-from .errors import DiskFullError, LibraryBusyError, LibraryDamagedError, SearchkitError
+from .errors import (DiskFullError, LibraryBusyError, LibraryDamagedError, QueryError,
+                     SearchkitError)
+from .paths import absolute, subtree_prefix
+from .query import DATE_FIELDS, Filters, stored_formats, time_ns
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +164,55 @@ def _sqlite_code(e: BaseException) -> int | None:
     if code is not None:
         return code & 0xFF  # the primary code of an extended one
     return next((c for m, c in _MESSAGE_CODES.items() if m in str(e)), None)
+
+
+# ---- folders and search filters as SQL (issue 11: the store owns every SQL statement) -------
+def path_under(column, root: str):
+    """SQL: ``column`` is ``root`` or a path under it (:func:`searchkit.paths.is_under`);
+    ``%`` and ``_`` in the root are literal."""
+    return (column == root) | column.startswith(subtree_prefix(root), autoescape=True)
+
+
+def filter_conditions(filters: Filters) -> list:
+    """SQL conditions on ``files`` for each active field of ``filters``."""
+    conds = []
+    if filters.path_prefix:
+        conds.append(path_under(File.path, absolute(filters.path_prefix)))
+    if filters.path_glob:
+        pattern = filters.path_glob
+        if not pattern.startswith(("*", os.sep)):
+            pattern = "*" + pattern  # a glob matches the end of the path, like rglob
+        conds.append(File.path.op("GLOB")(pattern))
+    conds += _date_conditions(filters)
+    if filters.min_width:
+        conds.append(File.width >= filters.min_width)
+    if filters.min_height:
+        conds.append(File.height >= filters.min_height)
+    if filters.formats:
+        conds.append(File.format.in_(stored_formats(filters.formats)))
+    if filters.camera:
+        conds.append(_camera_condition(filters.camera))
+    return conds
+
+
+def _date_conditions(filters: Filters) -> list:
+    if filters.date_field not in DATE_FIELDS:
+        raise QueryError(f"date field must be one of {', '.join(DATE_FIELDS)}")
+    lo, hi = filters.date_from, filters.date_to
+    if filters.date_field == "taken":
+        col = File.taken_at
+    else:  # mtime is stored in nanoseconds
+        col = File.mtime_ns
+        lo, hi = (time_ns(d) if d is not None else None for d in (lo, hi))
+    return ([col >= lo] if lo is not None else []) + ([col <= hi] if hi is not None else [])
+
+
+def _camera_condition(camera: str):
+    """Make, model or "make model" contains ``camera``, literally (% and _ are no wildcards)."""
+    part = camera.lower()
+    return or_(*(func.lower(col).contains(part, autoescape=True) for col in (
+        File.camera_make, File.camera_model,
+        func.coalesce(File.camera_make, "") + " " + func.coalesce(File.camera_model, ""))))
 
 
 class Store:
@@ -303,19 +356,23 @@ class Store:
 
     def forget(self, root: str) -> int:
         """Drop a folder and every row under it; returns the number of rows removed."""
-        import os
-        prefix = root.rstrip(os.sep) + os.sep
         with self.session() as s:
-            gone = s.execute(File.__table__.delete().where(
-                (File.path == root) | File.path.startswith(prefix, autoescape=True))).rowcount
-            s.execute(Root.__table__.delete().where(
-                (Root.path == root) | Root.path.startswith(prefix, autoescape=True)))
+            gone = s.execute(File.__table__.delete().where(path_under(File.path, root))).rowcount
+            s.execute(Root.__table__.delete().where(path_under(Root.path, root)))
             self.bump_version(s)
         return gone
 
     def roots(self) -> list[str]:
         with self.session() as s:
             return list(s.scalars(select(Root.path).order_by(Root.path)))
+
+    # ---- search filters (issue 11: moved here from searchkit.query) -------------------------
+    def filter_ids(self, filters: Filters) -> np.ndarray:
+        """Row ids of ok files that pass ``filters`` (SQL does the work)."""
+        conds = [File.status == STATUS_OK, *filter_conditions(filters)]
+        with self.session() as s:
+            ids = s.scalars(select(File.id).where(*conds)).all()
+        return np.asarray(ids, dtype=np.int64)
 
     # ---- reading ---------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:

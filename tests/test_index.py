@@ -164,14 +164,31 @@ def test_temp_file_of_a_save_in_progress_is_not_a_stray(tmp_path):
     assert live.exists()
 
 
+def ivf_saved(built, count):
+    return fi.Saved(built.index, fi.Stamp(1, count, 32, "f", "ivf", built.trained_count))
+
+
 def test_ivf_quantizer_is_reused_while_size_is_close():
-    ids, v = data(3000)
-    first = fi.build(ids[:2000], v[:2000], kind="ivf")
-    again = fi.build(ids, v, kind="ivf", trained=first, trained_count=2000)
-    assert again.ntotal == 3000 and fi.kind_of(again) == "ivf"
-    q1 = faiss_centroids(first)
-    assert np.array_equal(q1, faiss_centroids(again))  # same coarse quantizer: no k-means
-    assert not fi.reusable(first, 32, 5000, 2000)
+    ids, v = data(5000)
+    first = fi.rebuild(ids[:2000], v[:2000], threshold=1000)
+    assert first.kind == "ivf" and first.trained_count == 2000
+    again = fi.rebuild(ids[:3000], v[:3000], ivf_saved(first, 2000), threshold=1000)
+    assert again.index.ntotal == 3000 and again.kind == "ivf"
+    assert again.trained_count == 2000  # still the rows the quantizer was trained on
+    q1 = faiss_centroids(first.index)
+    assert np.array_equal(q1, faiss_centroids(again.index))  # same coarse quantizer: no k-means
+    grown = fi.rebuild(ids, v, ivf_saved(again, 3000), threshold=1000)  # 5000 / 2000 > 2
+    assert grown.trained_count == 5000 and faiss_centroids(grown.index).shape != q1.shape
+
+
+def test_the_reuse_rule_reads_the_stamp():
+    ids, v = data(2000)
+    first = fi.rebuild(ids, v, threshold=1000)
+    old_stamp = fi.Saved(first.index, fi.Stamp(1, 2000, 32, "f", "ivf"))  # no trained_count
+    assert fi.reusable(old_stamp, 32, 3000) and not fi.reusable(old_stamp, 32, 999)
+    assert not fi.reusable(old_stamp, 64, 2000) and not fi.reusable(None, 32, 2000)
+    flat = fi.rebuild(ids[:10], v[:10], old_stamp, threshold=1000)
+    assert flat.kind == "flat" and flat.trained_count == 0
 
 
 def faiss_centroids(index):

@@ -20,7 +20,7 @@ from ..imageio import MAX_PIXELS, SNIFF_BYTES, ImageDecodeError, open_image, sni
 from ..library import Library
 from ..query import Filters, Query as SearchQuery
 from ..spec import FieldError, parse_query_spec
-from ..store import STATUS_OK, File as FileRow
+from ..store import File as FileRow
 from .batching import DecodeSlots
 from .config import PAGE_HEADERS, THUMB_DIR, WebConfig
 from .guards import LOGIN_PATH, TOKEN_COOKIE, BodyLimit, TokenAuth, token_ok
@@ -185,7 +185,7 @@ def _search_routes(app: FastAPI, library: Library, searcher: Searcher, config: W
     def status() -> StatusOut:
         """The library's model, counts, folders and index state."""
         st = library.status(with_skipped=True)
-        formats = library.store.formats()
+        formats = library.formats()
         return StatusOut(model_name=st.model_name, dim=st.dim, indexed=st.indexed,
                          skipped=st.skipped, roots=st.roots, index_kind=st.index_kind,
                          index_state=st.index_state, busy=st.busy, formats=formats,
@@ -225,8 +225,8 @@ def _decode_upload(upload: UploadFile, config: WebConfig):
 # ---- images by id ----------------------------------------------------------------------------
 def _image_routes(app: FastAPI, library: Library, thumbs: ThumbnailCache) -> None:
     def row(image_id: int) -> FileRow:
-        f = library.store.get_files([image_id]).get(image_id)
-        if f is None or f.status != STATUS_OK:
+        f = library.indexed_file(image_id)
+        if f is None:
             raise HTTPException(404, f"no image with id {image_id}")
         return f
 
