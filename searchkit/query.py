@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import QueryError
-from .imageio import SUPPORTED_FORMATS, ImageDecodeError, open_image
+from .imageio import RAW_FORMATS, SUPPORTED_FORMATS, ImageDecodeError, open_image
 
 if TYPE_CHECKING:
     from .encoders.base import Encoder
@@ -155,7 +155,8 @@ def combine(query: Query, encoder: "Encoder", stored: Callable[[int], np.ndarray
 
 INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
 # A name users give -> the formats the store records for it (a camera's MPO is a JPEG).
-_FORMAT_ALIASES = {"JPG": ("JPEG", "MPO"), "JPEG": ("JPEG", "MPO"), "TIF": ("TIFF",)}
+_FORMAT_ALIASES = {"JPG": ("JPEG", "MPO"), "JPEG": ("JPEG", "MPO"), "TIF": ("TIFF",),
+                   "HEIC": ("HEIF",), "RAW": tuple(sorted(RAW_FORMATS))}
 
 
 def format_names() -> frozenset[str]:

@@ -16,7 +16,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.staticfiles import StaticFiles
 
 from ..errors import DiskFullError, LibraryBusyError, LibraryDamagedError, SearchkitError
-from ..imageio import MAX_PIXELS, SNIFF_BYTES, ImageDecodeError, open_image, sniff
+from ..imageio import MAX_PIXELS, RAW_FORMATS, SNIFF_BYTES, ImageDecodeError, \
+    MissingCodecError, open_image, sniff
 from ..library import Library
 from ..query import Filters, Query as SearchQuery
 from ..spec import FieldError, parse_query_spec
@@ -36,7 +37,8 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(str(resources.files(__package__) / "static"))
 MEDIA_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png",
                "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp",
-               "TIFF": "image/tiff"}
+               "TIFF": "image/tiff", "HEIF": "image/heic", "AVIF": "image/avif",
+               **dict.fromkeys(RAW_FORMATS, "application/octet-stream")}  # RAW: a download
 MAX_SKIPPED_SHOWN = 100
 ERRORS = {400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 404: {"model": ErrorOut},
           413: {"model": ErrorOut}, 415: {"model": ErrorOut},
@@ -213,9 +215,11 @@ def _decode_upload(upload: UploadFile, config: WebConfig):
         raise HTTPException(400, "empty upload: choose an image file")
     if sniff(data[:SNIFF_BYTES]) is None:
         raise HTTPException(415, "not a supported image: the content is not JPEG, PNG, WebP, "
-                                 "GIF, BMP or TIFF")
+                                 "GIF, BMP, TIFF, HEIC, AVIF or camera RAW")
     try:
         im, _ = open_image(data, max_pixels=config.max_pixels)  # JPEGs at a reduced scale
+    except MissingCodecError as e:
+        raise HTTPException(415, f"cannot use the uploaded image: {e}") from None
     except ImageDecodeError as e:
         code = 413 if "too large" in str(e) else 400
         raise HTTPException(code, f"cannot use the uploaded image: {e}") from None

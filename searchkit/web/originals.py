@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 from ..fsinfo import storable_mtime_ns
-from ..imageio import SNIFF_BYTES, sniff
+from ..imageio import SNIFF_BYTES, announces
 from ..store import File
 
 CHUNK_BYTES = 1024 * 1024
 HASH_BYTES = 16                      # as the indexer's content_hash (blake2b, 16 bytes)
-SAME_MAGIC = {"MPO": "JPEG"}         # PIL's format name -> what the file's first bytes announce
 OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | \
     getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
@@ -104,8 +103,7 @@ def open_original(row: File) -> Original:
         if not stat.S_ISREG(st.st_mode) or st.st_size != row.size or \
                 storable_mtime_ns(st.st_mtime_ns) != row.mtime_ns:
             raise changed(row)
-        announced = sniff(f.read(SNIFF_BYTES))
-        if announced is None or announced != SAME_MAGIC.get(row.format or "", row.format):
+        if not announces(row.format or "", f.read(SNIFF_BYTES)):
             raise changed(row)
         f.seek(0)
     except OSError as e:  # EIO and the like, after the open
