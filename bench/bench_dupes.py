@@ -1,0 +1,383 @@
+"""Near-duplicate threshold: precision/recall of "cosine >= t" with the bundled model.
+
+    nice -n 10 python bench/bench_dupes.py [--sources 500] [--seed 0] [--model searchkit-lite]
+
+Positives: each of ``--sources`` shared images (align train + validation, drawn at random)
+against each of its generated near-duplicates (bench/synth.py ``NEAR_DUP_TRANSFORMS``: JPEG
+recompression, resizes, crops, rotations, colour shifts, overlaid text, a re-upload). Every file
+goes through the indexer's decoder (``searchkit.imageio.open_image`` on the encoded bytes).
+
+Negatives: every other pair of distinct images. The library holds all shared images (~12.8k)
+plus the variants; files with identical bytes count as one image. Reported per threshold:
+- recall per transform and overall (source vs variant);
+- hard negatives: each image's nearest distinct image (what a threshold must reject), the
+  fraction of shared images that would be grouped with a wrong one, and the number of wrong pairs;
+- precision/F1 on the evaluation pair set: the positive pairs against every image's hardest
+  negative plus ``--random-pairs`` random distinct pairs.
+Default threshold rule: the lowest threshold (the best recall) whose precision on that pair set
+is >= ``--min-precision``; the F1-maximising threshold is reported beside it.
+
+Embeddings are cached in ``--cache`` (keyed by the model fingerprint and the arguments); the
+markdown report goes to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from synth import NEAR_DUP_TRANSFORMS, SharedImage, shared_images, variant_bytes
+
+from searchkit.imageio import open_image
+
+THRESHOLDS = tuple(round(0.80 + 0.01 * i, 2) for i in range(20)) + (0.995,)
+BATCH = 64
+BLOCK = 1024
+HIST_BINS = np.linspace(-1.0, 1.0, 4001)  # 0.0005 wide: pair counts above any grid threshold
+
+
+# ---------------------------------------------------------------------------------------------
+# embedding (cached)
+
+def encode_bytes(enc, blobs: list[bytes]) -> np.ndarray:
+    images = [open_image(b)[0] for b in blobs]
+    return enc.encode_images(images)
+
+
+def encode_stream(enc, blobs_iter, total: int, label: str) -> np.ndarray:
+    out, batch, t0 = [], [], time.perf_counter()
+    for blob in blobs_iter:
+        batch.append(blob)
+        if len(batch) == BATCH:
+            out.append(encode_bytes(enc, batch))
+            batch = []
+            done = sum(len(o) for o in out)
+            if done % (BATCH * 20) == 0:
+                rate = done / (time.perf_counter() - t0)
+                print(f"  {label}: {done}/{total} ({rate:.1f} img/s)", flush=True)
+    if batch:
+        out.append(encode_bytes(enc, batch))
+    return np.concatenate(out).astype(np.float32)
+
+
+def variant_stream(images: list[SharedImage], sources: np.ndarray, seed: int):
+    from synth import load_rgb
+    for s in sources:
+        rng = np.random.default_rng([seed, int(s)])
+        src = load_rgb(images[s].path)
+        for transform in NEAR_DUP_TRANSFORMS.values():
+            yield variant_bytes(transform(src, rng))
+
+
+def cached(path: Path, compute) -> np.ndarray:
+    if path.exists():
+        return np.load(path)
+    vectors = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors
+
+
+def reuse_corpus(enc, images: list[SharedImage], path: Path, check: int = 32):
+    """Vectors of the shared images from another bench's cache (rows in train-then-validation
+    metadata order, the plain image, e.g. bench/realistic_vectors.py view 0), if there is one
+    and ``check`` images re-encoded here through the indexer's decoder agree with it."""
+    if not path.exists():
+        return None
+    order = sorted(range(len(images)), key=lambda i: (images[i].path.parent.parent.name
+                                                      != "train", i))
+    theirs = np.load(path)
+    if len(theirs) != len(images):
+        return None
+    vectors = np.empty_like(theirs)
+    vectors[order] = theirs
+    sample = np.random.default_rng(1).choice(len(images), check, replace=False)
+    mine = encode_bytes(enc, [images[i].path.read_bytes() for i in sample])
+    agreement = float(np.einsum("ij,ij->i", mine, vectors[sample]).min())
+    print(f"reusing {path}: min cosine to re-encoded samples {agreement:.6f}")
+    return vectors if agreement > 0.9999 else None
+
+
+def embeddings(args, images: list[SharedImage], sources: np.ndarray):
+    from searchkit.encoders import load_encoder
+    enc = load_encoder(args.model, device="cpu")
+    fp = enc.fingerprint()[:12]
+    key = hashlib.sha256(f"{fp}|{len(images)}|{args.seed}|{args.sources}|"
+                         f"{','.join(NEAR_DUP_TRANSFORMS)}".encode()).hexdigest()[:16]
+    cache = Path(args.cache)
+    n_var = len(sources) * len(NEAR_DUP_TRANSFORMS)
+    t = time.perf_counter()
+    variants = cached(cache / f"dupes_variants_{key}.npy", lambda: encode_stream(
+        enc, variant_stream(images, sources, args.seed), n_var, "variants"))
+    corpus = cached(cache / f"dupes_shared_{fp}_{len(images)}.npy",
+                    lambda: shared_vectors(enc, images, args))
+    print(f"embeddings ready in {time.perf_counter() - t:.0f} s")
+    return corpus, variants
+
+
+def shared_vectors(enc, images: list[SharedImage], args) -> np.ndarray:
+    reused = reuse_corpus(enc, images, Path(args.reuse_corpus)) if args.reuse_corpus else None
+    if reused is not None:
+        return reused
+    return encode_stream(enc, (im.path.read_bytes() for im in images), len(images), "shared")
+
+
+# ---------------------------------------------------------------------------------------------
+# pair statistics
+
+@dataclass
+class PairStats:
+    nearest: np.ndarray          # per vector: cosine of its nearest other-group vector
+    nearest_idx: np.ndarray      # per vector: index of that vector
+    wrong_hist_shared: np.ndarray  # histogram of wrong pairs among the shared images only
+    wrong_hist_all: np.ndarray     # histogram of wrong pairs in the whole library
+    nearest_same_category: np.ndarray  # per shared image (nan when none)
+    nearest_same_name: np.ndarray      # per shared image (nan when none)
+
+
+def byte_groups(images: list[SharedImage]) -> np.ndarray:
+    """Group id per shared image: files with identical bytes share one."""
+    ids: dict[str, int] = {}
+    return np.array([ids.setdefault(hashlib.sha256(im.path.read_bytes()).hexdigest(), len(ids))
+                     for im in images])
+
+
+def label_ids(values: list[str]) -> np.ndarray:
+    ids: dict[str, int] = {}
+    return np.array([ids.setdefault(v, len(ids)) if v else -1 for v in values])
+
+
+def pair_stats(vectors: np.ndarray, groups: np.ndarray, n_shared: int,
+               category: np.ndarray, name: np.ndarray) -> PairStats:
+    n = len(vectors)
+    nearest = np.full(n, -2.0, np.float32)
+    nearest_idx = np.zeros(n, np.int64)
+    near_cat = np.full(n_shared, np.nan, np.float32)
+    near_name = np.full(n_shared, np.nan, np.float32)
+    hist_shared = np.zeros(len(HIST_BINS) - 1, np.int64)
+    hist_all = np.zeros(len(HIST_BINS) - 1, np.int64)
+    for start in range(0, n, BLOCK):
+        rows = np.arange(start, min(n, start + BLOCK))
+        sims = vectors[rows] @ vectors.T
+        wrong = groups[rows][:, None] != groups[None, :]
+        masked = np.where(wrong, sims, -2.0)
+        nearest_idx[rows] = masked.argmax(axis=1)
+        nearest[rows] = masked[np.arange(len(rows)), nearest_idx[rows]]
+        upper = np.arange(n)[None, :] > rows[:, None]
+        hist_all += np.histogram(sims[wrong & upper], HIST_BINS)[0]
+        shared_rows = rows[rows < n_shared]
+        if len(shared_rows):
+            k = len(shared_rows)
+            block = sims[:k, :n_shared]
+            w = wrong[:k, :n_shared]
+            hist_shared += np.histogram(block[w & upper[:k, :n_shared]], HIST_BINS)[0]
+            for labels, out in ((category, near_cat), (name, near_name)):
+                same = (labels[shared_rows][:, None] == labels[None, :]) & w \
+                    & (labels[shared_rows][:, None] >= 0)
+                best = np.where(same, block, -2.0).max(axis=1)
+                out[shared_rows] = np.where(best > -2.0, best, np.nan)
+    return PairStats(nearest, nearest_idx, hist_shared, hist_all, near_cat, near_name)
+
+
+def pairs_at_or_above(hist: np.ndarray, t: float) -> int:
+    return int(hist[np.searchsorted(HIST_BINS, t - 1e-9) :].sum())
+
+
+def random_pair_cosines(vectors: np.ndarray, groups: np.ndarray, k: int,
+                        rng: np.random.Generator) -> np.ndarray:
+    a, b = rng.integers(0, len(vectors), k), rng.integers(0, len(vectors), k)
+    keep = groups[a] != groups[b]
+    return np.einsum("ij,ij->i", vectors[a[keep]], vectors[b[keep]])
+
+
+def hard_negative_pairs(stats: PairStats) -> np.ndarray:
+    """Each vector's nearest wrong partner, each unordered pair once."""
+    seen: dict[tuple[int, int], float] = {}
+    for i, (j, c) in enumerate(zip(stats.nearest_idx, stats.nearest)):
+        seen[(min(i, int(j)), max(i, int(j)))] = float(c)
+    return np.array(list(seen.values()), np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+@dataclass
+class Row:
+    t: float
+    recall: float
+    precision: float
+    f1: float
+    hard_fp_rate: float      # shared images whose nearest distinct image is >= t
+    wrong_pairs_shared: int
+    wrong_pairs_all: int
+
+
+def curve(pos: np.ndarray, neg: np.ndarray, stats: PairStats, n_shared: int) -> list[Row]:
+    rows = []
+    for t in THRESHOLDS:
+        tp, fp = int((pos >= t).sum()), int((neg >= t).sum())
+        recall = tp / pos.size
+        precision = tp / (tp + fp) if tp + fp else 1.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append(Row(t, recall, precision, f1,
+                        float((stats.nearest[:n_shared] >= t).mean()),
+                        pairs_at_or_above(stats.wrong_hist_shared, t),
+                        pairs_at_or_above(stats.wrong_hist_all, t)))
+    return rows
+
+
+def choose(rows: list[Row], min_precision: float) -> tuple[Row, Row]:
+    ok = [r for r in rows if r.precision >= min_precision]
+    by_rule = min(ok, key=lambda r: r.t) if ok else rows[-1]
+    return by_rule, max(rows, key=lambda r: r.f1)
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def quantiles(x: np.ndarray, qs=(0.5, 0.9, 0.99, 1.0)) -> str:
+    x = x[~np.isnan(x)]
+    return " / ".join(f"{np.quantile(x, q):.3f}" for q in qs)
+
+
+def report(args, images, sources, pos, neg, rand, stats, rows, chosen, best_f1,
+           n_vectors: int, distinct_contents: int) -> str:
+    names = list(NEAR_DUP_TRANSFORMS)
+    n_shared = len(images)
+    src_names = [images[s].source for s in sources]
+    lines = [
+        "# Near-duplicate threshold (issue 14)", "",
+        f"Command: `nice -n 10 python bench/bench_dupes.py --sources {args.sources} "
+        f"--seed {args.seed} --model {args.model}` (searchkit-lite, CPU).", "",
+        f"- Library: {n_shared} shared images (align train + validation; "
+        f"{distinct_contents} distinct contents) + "
+        f"{n_vectors - n_shared} generated near-duplicates of {len(sources)} random sources "
+        f"({', '.join(f'{s}: {src_names.count(s)}' for s in sorted(set(src_names)))}), "
+        f"{len(names)} transforms each.",
+        f"- Positive pairs: source vs each of its variants ({pos.size}).",
+        f"- Negative pairs for precision/F1: every vector's nearest distinct image "
+        f"(hard negatives, {neg.size - rand.size} unique pairs) + {rand.size} random pairs.",
+        "- Wrong pairs: every pair of distinct images at or above t (exhaustive), among the "
+        "shared images alone and in the whole library.",
+        f"- Rule: **the default is the lowest threshold whose precision >= {args.min_precision}**"
+        " (best recall at that precision); the F1-maximising threshold is shown beside it.", "",
+        f"**Chosen default: {chosen.t:.2f}** (precision {chosen.precision:.4f}, recall "
+        f"{pct(chosen.recall)} %, F1 {chosen.f1:.3f}; {pct(chosen.hard_fp_rate)} % of shared "
+        f"images have a distinct image at or above it). Max F1: {best_f1.t:.2f} "
+        f"(F1 {best_f1.f1:.3f}, precision {best_f1.precision:.4f}, recall {pct(best_f1.recall)} %).",
+        "", "## Overall curve", "",
+        "| t | precision | recall % | F1 | shared images with a wrong partner >= t % | "
+        "wrong pairs (shared only) | wrong pairs (whole library) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        mark = " **<-**" if r is chosen else ""
+        lines.append(f"| {r.t:g}{mark} | {r.precision:.4f} | {pct(r.recall)} | {r.f1:.3f} | "
+                     f"{pct(r.hard_fp_rate)} | {r.wrong_pairs_shared} | {r.wrong_pairs_all} |")
+    lines += ["", "## Recall (%) per transform", "",
+              "| transform | median cos | min cos | " +
+              " | ".join(f"{t:g}" for t in THRESHOLDS) + " |",
+              "|---|---|---|" + "---|" * len(THRESHOLDS)]
+    for k, name in enumerate(names):
+        p = pos[:, k]
+        lines.append(f"| {name} | {np.median(p):.3f} | {p.min():.3f} | " +
+                     " | ".join(pct((p >= t).mean()) for t in THRESHOLDS) + " |")
+    lines += ["", f"## Recall (%) at the default {chosen.t:.2f} per source collection", "",
+              "| transform | " + " | ".join(sorted(set(src_names))) + " |",
+              "|---|" + "---|" * len(set(src_names))]
+    src_arr = np.array(src_names)
+    for k, name in enumerate(names):
+        lines.append(f"| {name} | " + " | ".join(
+            pct((pos[src_arr == s, k] >= chosen.t).mean()) for s in sorted(set(src_names)))
+            + " |")
+    lines += ["", "## Negative cosines (median / p90 / p99 / max)", "",
+              f"- random distinct pairs: {quantiles(rand)}",
+              f"- each shared image's nearest distinct image: "
+              f"{quantiles(stats.nearest[:n_shared])}",
+              f"- nearest image of the same category (openclipart, noto): "
+              f"{quantiles(stats.nearest_same_category)}",
+              f"- nearest image of the same name (skin tones, the same emoji in the other "
+              f"set): {quantiles(stats.nearest_same_name)}",
+              f"- each variant's nearest image that is not its source: "
+              f"{quantiles(stats.nearest[n_shared:])}"]
+    return "\n".join(lines) + "\n"
+
+
+def top_wrong_pairs(stats: PairStats, images, n_shared: int, k: int) -> list[str]:
+    order = np.argsort(-stats.nearest[:n_shared])
+    seen, out = set(), []
+    for i in order:
+        j = int(stats.nearest_idx[i])
+        key = (min(i, j), max(i, j))
+        if key in seen or j >= n_shared:
+            continue
+        seen.add(key)
+        a, b = images[i], images[j]
+        out.append(f"| {stats.nearest[i]:.4f} | {a.path.parent.name}/{a.path.name} "
+                   f"({a.text}) | {b.path.parent.name}/{b.path.name} ({b.text}) |")
+        if len(out) == k:
+            break
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sources", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default="searchkit-lite")
+    ap.add_argument("--shared-limit", type=int, default=0,
+                    help="use only the first N shared images (a quick check of the script)")
+    ap.add_argument("--random-pairs", type=int, default=20000)
+    ap.add_argument("--min-precision", type=float, default=0.99)
+    ap.add_argument("--cache", default="/tmp/searchkit_bench")
+    ap.add_argument("--reuse-corpus", default=str(
+        Path.home() / ".cache/searchkit-bench/align_searchkit-lite_view0.npy"),
+        help="vectors of the shared images from bench/realistic_vectors.py, checked first")
+    ap.add_argument("--out", default=str(ROOT / "bench/results/dupes_threshold.md"))
+    args = ap.parse_args(argv)
+
+    images = shared_images()
+    images = images[:args.shared_limit] if args.shared_limit else images
+    rng = np.random.default_rng(args.seed)
+    sources = np.sort(rng.choice(len(images), args.sources, replace=False))
+    corpus, variants = embeddings(args, images, sources)
+    n_shared, n_t = len(images), len(NEAR_DUP_TRANSFORMS)
+
+    groups_shared = byte_groups(images)
+    groups = np.concatenate([groups_shared, np.repeat(groups_shared[sources], n_t)])
+    vectors = np.concatenate([corpus, variants])
+    category = label_ids([f"{im.source}:{im.category}" if im.category else "" for im in images])
+    name = label_ids([im.base_name for im in images])
+    t = time.perf_counter()
+    stats = pair_stats(vectors, groups, n_shared, category, name)
+    print(f"pair statistics over {len(vectors)} vectors in {time.perf_counter() - t:.0f} s")
+
+    pos = np.einsum("sd,std->st", corpus[sources], variants.reshape(len(sources), n_t, -1))
+    rand = random_pair_cosines(corpus, groups_shared, args.random_pairs, rng)
+    neg = np.concatenate([hard_negative_pairs(stats), rand])
+    rows = curve(pos.ravel(), neg, stats, n_shared)
+    chosen, best_f1 = choose(rows, args.min_precision)
+    text = report(args, images, sources, pos, neg, rand, stats, rows, chosen, best_f1,
+                  len(vectors), len(set(groups_shared.tolist())))
+    text += ("\n## Highest-scoring distinct shared images (what the threshold must reject)\n\n"
+             "| cos | image | nearest distinct image |\n|---|---|---|\n"
+             + "\n".join(top_wrong_pairs(stats, images, n_shared, 25)) + "\n")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text, encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
