@@ -12,7 +12,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Generator, Iterator
 
 from searchkit.fsinfo import NOT_UTF8_REASON, is_text_path, storable_mtime_ns, text_path
 from searchkit.imageio import SNIFF_BYTES, looks_like_image
@@ -39,17 +39,12 @@ class ScanProblem:
         return cls(text_path(path), reason)
 
 
-def normalize_root(path: str | os.PathLike) -> str:
-    return os.path.abspath(os.path.expanduser(os.fspath(path)))
-
-
 def walk(root: str) -> Iterator[FileStat | ScanProblem]:
     """Every candidate image file under ``root`` (a folder or a single file), recursively.
 
     Symlinks are followed; each directory is entered once (by device and inode), so symlink
     loops end. Candidates are files whose content or name says image; others are ignored.
     """
-    seen_dirs: set[tuple[int, int]] = set()
     try:
         st = os.stat(root)
     except OSError as e:
@@ -58,39 +53,46 @@ def walk(root: str) -> Iterator[FileStat | ScanProblem]:
     if not stat.S_ISDIR(st.st_mode):
         yield from _candidate(root, st)
         return
+    seen_dirs: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
-        folder = stack.pop()
-        try:
-            dst = os.stat(folder)
-        except OSError as e:
-            yield ScanProblem.at(folder, _reason(e))
-            continue
-        key = (dst.st_dev, dst.st_ino)
-        if key in seen_dirs:
-            log.debug("already visited %s (symlink loop or duplicate link)", folder)
-            continue
-        seen_dirs.add(key)
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError as e:
-            yield ScanProblem.at(folder, _reason(e))
-            continue
-        subdirs = []
-        for entry in entries:
-            try:
-                est = entry.stat(follow_symlinks=True)
-            except OSError as e:  # dangling symlink, loop, permission
-                if entry.is_symlink():
-                    log.debug("skipping broken symlink %s (%s)", entry.path, e)
-                    continue
-                yield ScanProblem.at(entry.path, _reason(e))
-                continue
-            if stat.S_ISDIR(est.st_mode):
-                subdirs.append(entry.path)
-            elif stat.S_ISREG(est.st_mode):
-                yield from _candidate(entry.path, est)
+        subdirs = yield from _folder(stack.pop(), seen_dirs)
         stack.extend(reversed(subdirs))
+
+
+def _folder(folder: str, seen_dirs: set[tuple[int, int]]
+            ) -> Generator[FileStat | ScanProblem, None, list[str]]:
+    """The candidates directly in ``folder``; returns its subfolders."""
+    subdirs = []
+    for entry in (yield from _entries(folder, seen_dirs)):
+        try:
+            est = entry.stat(follow_symlinks=True)
+        except OSError as e:  # dangling symlink, loop, permission
+            if entry.is_symlink():
+                log.debug("skipping broken symlink %s (%s)", entry.path, e)
+            else:
+                yield ScanProblem.at(entry.path, _reason(e))
+            continue
+        if stat.S_ISDIR(est.st_mode):
+            subdirs.append(entry.path)
+        elif stat.S_ISREG(est.st_mode):
+            yield from _candidate(entry.path, est)
+    return subdirs
+
+
+def _entries(folder: str, seen_dirs: set[tuple[int, int]]
+             ) -> Generator[ScanProblem, None, list[os.DirEntry]]:
+    """``folder``'s entries by name; none if it was entered before or cannot be read."""
+    try:
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen_dirs:
+            log.debug("already visited %s (symlink loop or duplicate link)", folder)
+            return []
+        seen_dirs.add((st.st_dev, st.st_ino))
+        return sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as e:
+        yield ScanProblem.at(folder, _reason(e))
+        return []
 
 
 def _candidate(path: str, st: os.stat_result) -> Iterator[FileStat | ScanProblem]:

@@ -175,8 +175,8 @@ def _meta_fix(store: Store, key: str) -> int | None:
         return _fresh_version(store)
     if key == "dim":
         return _dim_from_vectors(store)
-    if key == "schema_version" and store.schema_matches():
-        return SCHEMA_VERSION
+    if key == "schema_version":  # the version whose columns the tables have
+        return next((v for v in range(SCHEMA_VERSION, 0, -1) if store.schema_matches(v)), None)
     return None
 
 

@@ -11,7 +11,7 @@ import logging
 import os
 import sqlite3
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator
@@ -30,11 +30,14 @@ from .query import DATE_FIELDS, Filters, stored_formats, time_ns
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "library.db"
 STATUS_OK = "ok"
 STATUS_SKIPPED = "skipped"
 REENCODE_MTIME_NS = -1     # an ok row marked so that the next index run encodes its file again
+SKIP_SCAN = "scan"         # skip_source: found while walking the folder (name, stat, empty, unreadable)
+SKIP_DECODE = "decode"     # skip_source: the file's bytes could not be read or decoded
+SKIP_STORE = "store"       # skip_source: the database refused the row
 NORM_TOLERANCE = 1e-2      # a stored vector is L2-normalised: its norm is 1 within this
 META_INTS = ("schema_version", "dim", "vectors_version")
 META_KEYS = ("model_name", "model_fingerprint") + META_INTS
@@ -77,6 +80,7 @@ class File(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     vector: Mapped[bytes | None] = mapped_column(LargeBinary)
     indexed_at: Mapped[float] = mapped_column(Float)
+    skip_source: Mapped[str | None] = mapped_column(String(8))  # SKIP_*, for skipped rows
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,19 @@ class LibraryInfo:
 
 
 # Migrations: MIGRATIONS[v] upgrades a database at version v to v + 1 (SQL statements).
-MIGRATIONS: dict[int, list[str]] = {}
+MIGRATIONS: dict[int, list[str]] = {
+    # 1 -> 2: where a skip was found gets its own column; scan problems kept their reason in
+    # content_hash (so that an unchanged problem was not rewritten), which now holds hashes only
+    1: ["ALTER TABLE files ADD COLUMN skip_source VARCHAR(8)",
+        f"UPDATE files SET skip_source = '{SKIP_SCAN}', content_hash = NULL "
+        f"WHERE status = '{STATUS_SKIPPED}' AND content_hash IS NOT NULL",
+        f"UPDATE files SET skip_source = CASE WHEN reason LIKE 'cannot store:%' "
+        f"THEN '{SKIP_STORE}' ELSE '{SKIP_DECODE}' END "
+        f"WHERE status = '{STATUS_SKIPPED}' AND skip_source IS NULL"],
+}
+# The columns each version's migration added, by table: a database whose schema_version row
+# is damaged is recognised by its columns (searchkit check --repair).
+COLUMNS_ADDED: dict[int, dict[str, set[str]]] = {2: {"files": {"skip_source"}}}
 
 
 def _set_pragmas(dbapi_conn, _record) -> None:
@@ -283,12 +299,36 @@ class Store:
             raise SearchkitError(f"library {self.directory} has schema version {version}, newer "
                                  f"than this searchkit ({SCHEMA_VERSION}): upgrade searchkit")
         while version < SCHEMA_VERSION:
-            log.info("migrating library schema %d -> %d", version, version + 1)
-            with self.session() as s:
-                for stmt in MIGRATIONS[version]:
-                    s.execute(text(stmt))
-                version += 1
-                s.merge(Meta(key="schema_version", value=str(version)))
+            with self.errors():
+                version = self._migrate_step()
+
+    def _migrate_step(self) -> int:
+        """Apply the migration from the version stored now; returns the version reached.
+
+        One immediate transaction that reads the version first (SQLite's DDL is transactional,
+        but the driver would commit an ALTER on its own): a crash leaves the old schema or the
+        new one, and a second process migrating at the same time waits, then finds it done.
+        """
+        c = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                version = int(c.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+                              .fetchone()[0])
+                if version < SCHEMA_VERSION:
+                    log.info("migrating library schema %d -> %d", version, version + 1)
+                    for stmt in MIGRATIONS[version]:
+                        c.execute(stmt)
+                    version += 1
+                    c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                              (str(version),))
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+        finally:
+            c.close()
+        return version
 
     def info(self) -> LibraryInfo:
         meta = self.meta()
@@ -431,12 +471,16 @@ class Store:
             rows = [r[0] for r in c.execute(text("PRAGMA quick_check"))]
         return [] if rows == ["ok"] else rows
 
-    def schema_matches(self) -> bool:
-        """Whether the tables have the columns of this version's schema."""
+    def schema_matches(self, version: int | None = None) -> bool:
+        """Whether the tables have the columns of ``version``'s schema (default: this
+        searchkit's)."""
+        version = SCHEMA_VERSION if version is None else version
         with self.errors(), self.engine.connect() as c:
             for table in Base.metadata.sorted_tables:
                 have = {r[1] for r in c.execute(text(f"PRAGMA table_info({table.name})"))}
-                if have != {col.name for col in table.columns}:
+                later = set().union(*(added.get(table.name, set()) for v, added
+                                      in COLUMNS_ADDED.items() if v > version))
+                if have != {col.name for col in table.columns} - later:
                     return False
         return True
 
@@ -460,3 +504,146 @@ class Store:
         with self.session() as s:
             return list(s.scalars(select(File).where(File.status == STATUS_SKIPPED)
                                   .order_by(File.path)))
+
+    # ---- the indexer's reads and writes (issue 11: the store owns every SQL statement) -----
+    def rows_under(self, roots: list[str]) -> dict[str, RowState]:
+        """What is stored of every path under one of ``roots``, by path."""
+        columns = [getattr(File, f.name) for f in fields(RowState)]
+        out: dict[str, RowState] = {}
+        with self.session() as s:
+            for root in roots:
+                for r in s.execute(select(*columns).where(path_under(File.path, root))):
+                    out[r.path] = RowState(*r)
+        return out
+
+    def content_hashes(self) -> set[str]:
+        """The content hash of every ok row (what a moved or duplicate file can reuse)."""
+        with self.session() as s:
+            return set(s.scalars(select(File.content_hash).where(
+                File.status == STATUS_OK, File.content_hash.is_not(None)).distinct()))
+
+    def row_with_content(self, content_hash: str) -> FileRow | None:
+        """An ok row holding this content, vector included, or None."""
+        with self.session() as s:
+            f = s.scalars(select(File).where(File.content_hash == content_hash,
+                                             File.status == STATUS_OK).limit(1)).first()
+            return FileRow.of(f) if f is not None else None
+
+    def apply(self, changes: Changes) -> None:
+        """Write ``changes`` in one transaction that bumps ``vectors_version``: deletions,
+        moves, touches, then the new rows (each replaces the row at its path, if any)."""
+        table = File.__table__
+        with self.session() as s:
+            if changes.deletes:
+                s.execute(table.delete().where(File.id.in_(changes.deletes)))
+            for m in changes.moves:
+                s.execute(update(File).where(File.id == m.id)
+                          .values(path=m.path, size=m.size, mtime_ns=m.mtime_ns))
+            for t in changes.touches:
+                s.execute(update(File).where(File.id == t.id)
+                          .values(size=t.size, mtime_ns=t.mtime_ns))
+            if changes.upserts:
+                rows = [r.values() for r in changes.upserts]
+                s.execute(table.delete().where(File.path.in_([r["path"] for r in rows])))
+                s.execute(table.insert(), rows)
+            self.bump_version(s)
+
+
+# ---- the indexer's records (issue 11) ------------------------------------------------------
+@dataclass(frozen=True)
+class RowState:
+    """What the store knows of one path, to plan an index run against."""
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    status: str
+    reason: str | None
+    skip_source: str | None
+
+
+@dataclass(frozen=True)
+class FileRow:
+    """One row to write: every column but the id."""
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    width: int | None
+    height: int | None
+    format: str | None
+    taken_at: datetime | None
+    camera_make: str | None
+    camera_model: str | None
+    status: str
+    reason: str | None
+    skip_source: str | None
+    vector: bytes | None
+    indexed_at: float
+
+    @classmethod
+    def of(cls, f: File) -> FileRow:
+        return cls(**{c.name: getattr(f, c.name) for c in fields(cls)})
+
+    def values(self) -> dict:
+        return {c.name: getattr(self, c.name) for c in fields(self)}
+
+
+@dataclass(frozen=True)
+class Move:
+    """A stored row whose file now lives at another path."""
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Touch:
+    """A stored row whose file has a new size or mtime but the same content."""
+    id: int
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class Changes:
+    """Writes decided by an index run, applied together by :meth:`Store.apply`."""
+    upserts: list[FileRow] = field(default_factory=list)
+    moves: list[Move] = field(default_factory=list)
+    touches: list[Touch] = field(default_factory=list)
+    deletes: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.upserts) + len(self.moves) + len(self.touches) + len(self.deletes)
+
+    def singles(self) -> Iterator[Changes]:
+        """Each change on its own, in the order :meth:`Store.apply` applies them."""
+        if self.deletes:
+            yield Changes(deletes=self.deletes)  # deleting cannot fail on a row's values
+        yield from (Changes(moves=[m]) for m in self.moves)
+        yield from (Changes(touches=[t]) for t in self.touches)
+        yield from (Changes(upserts=[u]) for u in self.upserts)
+
+
+# Errors that one row's values cause (a value SQLite cannot bind, a constraint). Any other
+# error (disk full, damaged or busy database) is the database's.
+ROW_ERRORS = (exc.IntegrityError, exc.DataError, exc.InterfaceError, ValueError, OverflowError,
+              TypeError)
+
+
+def is_row_error(e: BaseException) -> bool:
+    """Whether ``e`` comes from one row's values rather than from the database itself."""
+    if isinstance(e, ROW_ERRORS):
+        return True
+    if isinstance(e, exc.StatementError) and not isinstance(e, exc.DBAPIError):
+        return e.orig is not None and is_row_error(e.orig)  # raised while binding a value
+    return False
+
+
+def short_error(e: BaseException) -> str:
+    """One line naming the error (the driver's own for a wrapped one, without the SQL)."""
+    orig = getattr(e, "orig", None) or e
+    line = str(orig).splitlines()[0] if str(orig) else ""
+    return f"{type(orig).__name__}: {line}" if line else type(orig).__name__

@@ -146,10 +146,12 @@ def test_migrations_run_in_order(lib, monkeypatch):
     from sqlalchemy import text
 
     from searchkit import store
-    monkeypatch.setattr(store, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(store, "MIGRATIONS", {1: ["ALTER TABLE files ADD COLUMN rating INTEGER"]})
+    now = store.SCHEMA_VERSION
+    monkeypatch.setattr(store, "SCHEMA_VERSION", now + 1)
+    monkeypatch.setattr(store, "MIGRATIONS", {
+        **store.MIGRATIONS, now: ["ALTER TABLE files ADD COLUMN rating INTEGER"]})
     Library.open(lib.directory)
-    assert lib.store.get_meta("schema_version") == "2"
+    assert lib.store.get_meta("schema_version") == str(now + 1)
     with lib.store.session() as s:
         s.execute(text("SELECT rating FROM files"))
 

@@ -3,6 +3,7 @@ a folder or cost its batch."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,12 +15,13 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from indexer import Indexer, writer
+from indexer.scan import FileStat
 from searchkit import Library
 from searchkit.encoders.transform import MAX_ASPECT_RATIO
 from searchkit.errors import SearchkitError
 from searchkit.fsinfo import NOT_UTF8_REASON, storable_mtime_ns, text_path
 from searchkit.imageio import ImageMeta
-from searchkit.store import STATUS_OK, File
+from searchkit.store import SKIP_SCAN, SKIP_STORE, STATUS_OK, Changes, File
 from tests.helpers import make_photos
 
 FAR_FUTURE_NS = int(datetime(2400, 1, 1, tzinfo=timezone.utc).timestamp()) * 10 ** 9
@@ -91,6 +93,7 @@ def test_file_name_not_utf8_does_not_stop_the_folder(tmp_path, lib):
     assert {s.path for s in r.skipped} == shown
     assert all(s.reason == NOT_UTF8_REASON for s in r.skipped)
     assert str(folder / "bad\\xff.png") in shown  # printable: the bytes as ls -b shows them
+    assert {rows(lib)[p].skip_source for p in shown} == {SKIP_SCAN}
 
     again = Indexer(lib).run()  # the next run neither re-processes nor stops
     assert (again.added, again.encoded, again.removed, again.unchanged) == (0, 0, 0, len(good))
@@ -129,16 +132,17 @@ def test_batch_with_a_poisoned_row_keeps_the_others(tmp_path, lib, monkeypatch):
     poisoned = str(photos[3])
     real_ok_row = writer.ok_row
 
-    def ok_row(path, *args, **kwargs):
-        row = real_ok_row(path, *args, **kwargs)
-        if path == poisoned:
-            row["width"] = 2 ** 70  # no SQLite integer holds it
+    def ok_row(stat, *args, **kwargs):
+        row = real_ok_row(stat, *args, **kwargs)
+        if stat.path == poisoned:
+            row = dataclasses.replace(row, width=2 ** 70)  # no SQLite integer holds it
         return row
     monkeypatch.setattr(writer, "ok_row", ok_row)
     r = Indexer(lib).run([str(folder)])  # one batch holds all eight
     assert ok_paths(lib) == {str(p) for p in photos} - {poisoned}
     assert [s.path for s in r.skipped] == [poisoned]
     assert r.skipped[0].reason.startswith("cannot store: OverflowError")
+    assert rows(lib)[poisoned].skip_source == SKIP_STORE
 
     again = Indexer(lib).run()
     assert (again.unchanged, again.encoded) == (8, 0)
@@ -149,11 +153,10 @@ def test_row_that_cannot_even_be_recorded_does_not_cost_the_batch(lib):
     the file again); every other change of its batch is stored."""
     meta = ImageMeta(4, 4, "PNG", None, None, None)
     vec = np.ones(lib.encoder.dim, np.float32) / np.sqrt(lib.encoder.dim)
-    good = [writer.ok_row(f"/x/{i}.png", 1, 1, f"h{i}", meta, vec) for i in range(3)]
-    batch = writer.Batch(upserts=good[:2] + [
-        writer.ok_row("/x/bad\udcff.png", 1, 1, "hbad", meta, vec)] + good[2:])
-    writer.flush(lib.store, batch)
-    assert ok_paths(lib) == {r["path"] for r in good}
+    good = [writer.ok_row(FileStat(f"/x/{i}.png", 1, 1), f"h{i}", meta, vec) for i in range(3)]
+    bad = writer.ok_row(FileStat("/x/bad\udcff.png", 1, 1), "hbad", meta, vec)
+    writer.flush(lib.store, Changes(upserts=good[:2] + [bad] + good[2:]))
+    assert ok_paths(lib) == {r.path for r in good}
 
 
 @pytest.mark.integration

@@ -1,0 +1,224 @@
+"""One index run's decisions: what each prepared file becomes, what waits for the encoder, and
+which contents the run already knows.
+
+Content is recognised by its hash. A file whose content a stored row holds is not decoded: its
+row is touched (same path), moved (the row's file left the disk) or copied (a duplicate). The
+table of known contents grows as the run encodes, and the first worker to meet a new content
+claims it: only that file is decoded and encoded, and its twins in the same run wait for its
+vector and are copied.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from searchkit.library import SkippedFile
+from searchkit.store import (SKIP_DECODE, SKIP_SCAN, STATUS_OK, Changes, FileRow, Move, RowState,
+                             Store, Touch)
+
+from . import writer
+from .prepare import Decoder, Prepared, WorkItem
+from .scan import FileStat, ScanProblem
+
+if TYPE_CHECKING:
+    from searchkit.encoders.base import Encoder
+
+ENCODE_BATCH = 32        # images per forward pass
+COMMIT_EVERY = 256       # files per transaction
+
+
+@dataclass
+class IndexReport:
+    added: int = 0
+    updated: int = 0
+    moved: int = 0
+    duplicates: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    encoded: int = 0
+    skipped: list[SkippedFile] = field(default_factory=list)
+    missing_roots: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count_change(self, old: RowState | None) -> None:
+        """A file got a new row: added if it had none, else updated."""
+        if old is None:
+            self.added += 1
+        else:
+            self.updated += 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    encode_batch: int = ENCODE_BATCH
+    commit_every: int = COMMIT_EVERY
+
+
+class IndexRun:
+    """The state of one run. Workers call :meth:`prepare` (thread-safe); the run's thread calls
+    :meth:`record_problems`, :meth:`decide` for each prepared file in order, then :meth:`finish`.
+    """
+
+    def __init__(self, store: Store, report: IndexReport, missing: dict[str, RowState],
+                 encoder: "Encoder | None", decoder: Decoder | None, limits: Limits = Limits()):
+        self.store, self.report, self.limits = store, report, limits
+        self.encoder, self.decoder = encoder, decoder
+        self.changes = Changes()
+        self.pending: list[Prepared] = []             # decoded, waiting for the encoder
+        self.missing = missing                        # stored rows whose file is not on disk
+        self.missing_by_hash = {r.content_hash: r for r in missing.values()
+                                if r.status == STATUS_OK and r.content_hash}
+        self.known = store.content_hashes()           # contents an ok row holds (or will)
+        self.fresh: dict[str, FileRow] = {}           # encoded, not yet flushed, by hash
+        self.claimed: dict[str, str] = {}             # hash -> the one file decoding it
+        self.undecodable: dict[str, str] = {}         # hash -> why it cannot be decoded
+        self.waiting: dict[str, list[Prepared]] = defaultdict(list)  # twins of a claimed one
+        self.lock = threading.Lock()                  # guards known, claimed, undecodable
+
+    # ---- the worker side -------------------------------------------------------------------
+    def prepare(self, item: WorkItem) -> Prepared:
+        return self.decoder.prepare(item, self._claim)
+
+    def _claim(self, item: WorkItem, h: str) -> bool:
+        """Whether this file must be decoded: its content is neither stored nor claimed."""
+        if item.same_content(h):
+            return False
+        with self.lock:
+            if h in self.known or h in self.claimed or h in self.undecodable:
+                return False
+            self.claimed[h] = item.stat.path
+            return True
+
+    def _claim_anyway(self, item: WorkItem, h: str) -> bool:
+        with self.lock:
+            self.claimed.setdefault(h, item.stat.path)
+        return True
+
+    def _release(self, h: str | None, path: str) -> bool:
+        """Drop ``path``'s claim on ``h``; whether it held one."""
+        with self.lock:
+            if h is None or self.claimed.get(h) != path:
+                return False
+            del self.claimed[h]
+            return True
+
+    # ---- decisions -------------------------------------------------------------------------
+    def record_problems(self, problems: list[ScanProblem]) -> None:
+        """Files the scan could not read: skipped rows (no size, no mtime)."""
+        for p in problems:
+            self.changes.upserts.append(
+                writer.skipped_row(FileStat(p.path, 0, 0), p.reason, SKIP_SCAN))
+
+    def decide(self, prep: Prepared) -> None:
+        """What ``prep``'s file becomes: skipped, touched, moved, copied, awaited or encoded."""
+        h = prep.content_hash
+        if prep.error is not None:
+            self._skip(prep, prep.error)
+        elif prep.item.same_content(h):
+            self._touch(prep)
+        elif h in self.undecodable:  # the same bytes fail the same way
+            self._skip(prep, self.undecodable[h])
+        elif not (self._move(prep) or self._copy(prep) or self._await_twin(prep)):
+            self._queue(prep)
+        self._flush_if_full()
+
+    def finish(self) -> None:
+        """Encode what is left, sweep the rows whose files are gone, store everything."""
+        if self.pending:
+            self._encode()
+        self.changes.deletes.extend(r.id for r in self.missing.values())
+        self.report.removed = sum(1 for r in self.missing.values() if r.status == STATUS_OK)
+        self._flush()
+
+    def _skip(self, prep: Prepared, error: str) -> None:
+        self.changes.upserts.append(writer.skipped_row(prep.item.stat, error, SKIP_DECODE))
+        h = prep.content_hash
+        if self._release(h, prep.item.stat.path):
+            with self.lock:
+                self.undecodable[h] = error
+            for twin in self.waiting.pop(h, []):
+                self._skip(twin, error)
+
+    def _touch(self, prep: Prepared) -> None:
+        st, old = prep.item.stat, prep.item.old
+        self.changes.touches.append(Touch(old.id, st.size, st.mtime_ns))
+        self.report.unchanged += 1
+
+    def _move(self, prep: Prepared) -> bool:
+        """A new file with the content of a row whose file left the disk: that row moves."""
+        if prep.item.old is not None or prep.content_hash not in self.missing_by_hash:
+            return False
+        gone = self.missing_by_hash.pop(prep.content_hash)
+        del self.missing[gone.path]
+        st = prep.item.stat
+        self.changes.moves.append(Move(gone.id, st.path, st.size, st.mtime_ns))
+        self.report.moved += 1
+        return True
+
+    def _copy(self, prep: Prepared) -> bool:
+        """A file whose content a row holds (stored, or encoded in this run): a copy of it."""
+        h = prep.content_hash
+        source = self.fresh.get(h) or (self.store.row_with_content(h) if h in self.known
+                                       else None)
+        if source is None or source.vector is None:
+            return False
+        self._add_copy(source, prep)
+        return True
+
+    def _add_copy(self, source: FileRow, prep: Prepared) -> None:
+        self.changes.upserts.append(writer.copy_row(source, prep.item.stat))
+        self.report.duplicates += 1
+        self.report.count_change(prep.item.old)
+
+    def _await_twin(self, prep: Prepared) -> bool:
+        """A file whose content another file of this run is decoding: it waits for that one's
+        vector (or its error)."""
+        if prep.pixels is not None or prep.content_hash not in self.claimed:
+            return False
+        self.waiting[prep.content_hash].append(prep)
+        return True
+
+    def _queue(self, prep: Prepared) -> None:
+        if prep.pixels is None:  # its content was known but its row has gone: decode after all
+            prep = self.decoder.prepare(prep.item, self._claim_anyway)
+            if prep.error is not None:
+                self._skip(prep, prep.error)
+                return
+        self.pending.append(prep)
+        if len(self.pending) >= self.limits.encode_batch:
+            self._encode()
+
+    # ---- encoding and writing --------------------------------------------------------------
+    def _encode(self) -> None:
+        vectors = self.encoder.encode_pixels(np.stack([p.pixels for p in self.pending]))
+        self.report.encoded += len(self.pending)
+        for prep, vector in zip(self.pending, vectors):
+            row = writer.ok_row(prep.item.stat, prep.content_hash, prep.meta, vector)
+            self.changes.upserts.append(row)
+            self.report.count_change(prep.item.old)
+            self._encoded(row)
+        self.pending = []
+
+    def _encoded(self, row: FileRow) -> None:
+        """``row``'s content is known from now on; its waiting twins are copies of it."""
+        h = row.content_hash
+        self.fresh[h] = row
+        with self.lock:
+            self.known.add(h)
+        self._release(h, row.path)
+        for twin in self.waiting.pop(h, []):
+            self._add_copy(row, twin)
+
+    def _flush_if_full(self) -> None:
+        if len(self.changes) >= self.limits.commit_every:
+            self._flush()
+
+    def _flush(self) -> None:
+        writer.flush(self.store, self.changes)
+        self.changes = Changes()
+        self.fresh.clear()  # stored now: found by row_with_content
