@@ -184,9 +184,16 @@ def _sqlite_code(e: BaseException) -> int | None:
 
 # ---- folders and search filters as SQL (issue 11: the store owns every SQL statement) -------
 def path_under(column, root: str):
-    """SQL: ``column`` is ``root`` or a path under it (:func:`searchkit.paths.is_under`);
-    ``%`` and ``_`` in the root are literal."""
-    return (column == root) | column.startswith(subtree_prefix(root), autoescape=True)
+    """SQL: ``column`` is ``root`` or a path under it (:func:`searchkit.paths.is_under`).
+
+    A range, not LIKE: SQLite's LIKE ignores case (``/photos`` would take ``/Photos`` along)
+    and gives ``%`` and ``_`` meanings. The paths that start with ``root/`` are exactly those
+    from ``root/`` up to ``root`` followed by the character after the separator (text compares
+    by code point, as UTF-8 bytes do); the unique index on ``path`` serves the range.
+    """
+    prefix = subtree_prefix(root)
+    after = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return (column == root) | ((column >= prefix) & (column < after))
 
 
 def filter_conditions(filters: Filters) -> list:

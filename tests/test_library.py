@@ -8,6 +8,7 @@ from PIL import Image
 
 from indexer import Indexer
 from searchkit import Filters, Library, Query
+from searchkit.library import ForgetResult, SearchTimings
 from searchkit.errors import (LibraryBusyError, LibraryDamagedError, ModelMismatchError,
                               QueryError, SearchkitError)
 from tests import damage
@@ -297,3 +298,183 @@ def test_opening_a_folder_that_is_not_a_library_creates_nothing(tmp_path, leftov
     with pytest.raises(SearchkitError, match="no library|damaged"):
         Library.open(folder)
     assert sorted(p for p in folder.rglob("*")) == before
+
+
+# ---- the operations a user can ask for (issue 11: each is a Library method) ------------------
+def test_forget_drops_a_folder_not_its_namesakes_and_says_how_many(tmp_path, lib):
+    make_photos(tmp_path / "a", 3)
+    make_photos(tmp_path / "a_b", 2, offset=50)  # shares the prefix "a", is not under it
+    Indexer(lib).run([str(tmp_path / "a"), str(tmp_path / "a_b")])
+    result = lib.forget(tmp_path / "a")
+    assert result == ForgetResult(str(tmp_path / "a"), 3)
+    assert lib.roots() == [str(tmp_path / "a_b")]
+    assert lib.status().indexed == 2 and lib.index_state() == "fresh"
+
+
+def test_forget_a_parent_folder_drops_the_folders_under_it(tmp_path, lib):
+    make_photos(tmp_path / "all" / "x", 2)
+    make_photos(tmp_path / "all" / "y", 2, offset=50)
+    Indexer(lib).run([str(tmp_path / "all" / "x"), str(tmp_path / "all" / "y")])
+    assert lib.forget(tmp_path / "all").removed == 4
+    assert lib.roots() == [] and lib.status().indexed == 0
+
+
+def test_forget_a_folder_never_indexed_is_an_error_and_changes_nothing(tmp_path, lib, mixed):
+    before = lib.status()
+    with pytest.raises(SearchkitError, match="is not an indexed folder"):
+        lib.forget(tmp_path / "elsewhere")
+    with pytest.raises(SearchkitError, match="is not an indexed folder"):
+        lib.forget(mixed / "shots")  # under an indexed folder: forget the folder, or move it
+    assert lib.status() == before
+
+
+def test_forget_while_an_index_run_writes_is_busy_and_changes_nothing(lib, mixed):
+    with lib.writer():
+        with pytest.raises(LibraryBusyError):
+            reopen(lib).forget(mixed)
+    assert lib.roots() == [str(mixed)]
+
+
+def test_added_roots_are_recorded_absolute_and_once(tmp_path, lib, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    lib.add_roots(["photos", str(tmp_path / "photos"), "other/"])
+    assert lib.roots() == [str(tmp_path / "other"), str(tmp_path / "photos")]
+
+
+def test_open_for_indexing_with_the_librarys_model_changes_nothing(tmp_path, lib, mixed):
+    plan = Library.open_for_indexing(lib.directory, paths=[mixed], encoder_factory=fail_factory)
+    assert plan.paths == [str(mixed)] and plan.library.status().indexed == lib.status().indexed
+    with pytest.raises(ModelMismatchError, match="--reindex"):
+        Library.open_for_indexing(lib.directory, model="another-model")
+
+
+def test_open_for_indexing_a_path_that_does_not_exist_creates_nothing(tmp_path):
+    with pytest.raises(SearchkitError, match="path does not exist"):
+        Library.open_for_indexing(tmp_path / "lib", paths=[tmp_path / "nope"])
+    assert not (tmp_path / "lib").exists()
+
+
+def test_reindex_with_another_model_drops_every_vector_and_keeps_every_folder(
+        tmp_path, lib, mixed, tiny_clip_dir):
+    from searchkit.testing import make_tiny_clip
+    other = str(make_tiny_clip(tmp_path / "other", seed=4))
+    make_photos(tmp_path / "more", 2, offset=70)
+    total = lib.status().indexed + 2
+    plan = Library.open_for_indexing(lib.directory, model=other, paths=[tmp_path / "more"],
+                                     reindex=True)
+    assert plan.paths == []  # the run encodes every folder the library knows again
+    assert plan.library.info.model_name == other and plan.library.status().indexed == 0
+    assert plan.library.roots() == sorted([str(mixed), str(tmp_path / "more")])
+    Indexer(plan.library).run(plan.paths)
+    again = Library.open(lib.directory)
+    assert again.status().indexed == total
+    assert again.info.model_fingerprint != lib.info.model_fingerprint
+
+
+def test_reindex_after_the_models_weights_changed_rebinds_instead_of_refusing(tmp_path):
+    from searchkit.testing import make_tiny_clip
+    model = tmp_path / "model"
+    make_tiny_clip(model, seed=0)
+    make_photos(tmp_path / "p", 3)
+    lib = Library.open(tmp_path / "lib", model=str(model), create=True)
+    Indexer(lib).run([str(tmp_path / "p")])
+    make_tiny_clip(model, seed=9)  # the model's files change under the same name
+    with pytest.raises(ModelMismatchError, match="has changed"):
+        Library.open(lib.directory).search(Query.text("x"))
+    plan = Library.open_for_indexing(lib.directory, reindex=True)
+    Indexer(plan.library).run(plan.paths)
+    assert len(Library.open(lib.directory).search(Query.text("x"))) == 3
+
+
+def test_search_with_timings_gives_the_hits_of_search_and_where_the_time_went(
+        lib, mixed, monkeypatch):
+    import searchkit.library as library_module
+    clock = FakeClock()
+    monkeypatch.setattr(library_module, "time", clock)
+    slow = CountingEncoder(lib.encoder, on_call=lambda: clock.advance(5.0))
+    q, only_png = Query.text("a photo"), Filters(formats=("png",))
+    result = lib.search_with_timings(q, k=5, filters=only_png, encoder=slow)
+    assert result.hits == lib.search(q, k=5, filters=only_png)
+    assert paths(result.hits) == {"big.png", "small.png"}
+    assert result.timings == SearchTimings(encode=5.0, faiss=0.0, sqlite=0.0)
+    assert slow.calls == 1 and not hasattr(lib, "last_timings")
+
+
+def test_the_query_encoder_is_injected_per_call(lib, mixed, tiny_encoder):
+    counting = CountingEncoder(tiny_encoder)
+    q = Query(texts=[("a", 1.0)], images=[(mixed / "cam.jpg", 1.0)], negatives=[("b", 1.0)])
+    assert ranked(lib.search(q, k=3, encoder=counting)) == ranked(lib.search(q, k=3))
+    assert counting.calls == 3  # texts, images, negatives: all through the given encoder
+
+
+def test_fast_queries_is_an_explicit_choice(lib, mixed, tiny_encoder, monkeypatch):
+    from searchkit.encoders import fast_query
+    fast = CountingEncoder(tiny_encoder)
+    monkeypatch.setattr(fast_query, "load", lambda model, fingerprint=None: fast)
+    factory_calls = []
+
+    def factory(name):
+        factory_calls.append(name)
+        return tiny_encoder
+    Library.open(lib.directory, encoder_factory=factory).search(Query.text("x"))
+    assert fast.calls == 0 and factory_calls == [lib.info.model_name]  # a factory given: off
+    Library.open(lib.directory, encoder_factory=factory, fast_queries=True).search(
+        Query.text("x"))
+    assert fast.calls == 1 and len(factory_calls) == 1  # on: the model is not even loaded
+
+
+def test_check_is_a_library_operation(lib, mixed):
+    report = Library.check(lib.directory)
+    assert report.healthy and report.directory == str(lib.directory)
+
+
+class FakeClock:
+    """Stands for the ``time`` module in searchkit.library: time moves only when told."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+
+class CountingEncoder:
+    """Wraps an encoder; counts its encode calls (and runs ``on_call`` in each)."""
+
+    def __init__(self, inner, on_call=lambda: None):
+        self.inner, self.on_call, self.calls = inner, on_call, 0
+        self.name, self.dim = inner.name, inner.dim
+
+    def fingerprint(self):
+        return self.inner.fingerprint()
+
+    def encode_texts(self, texts):
+        self.calls += 1
+        self.on_call()
+        return self.inner.encode_texts(texts)
+
+    def encode_images(self, images):
+        self.calls += 1
+        self.on_call()
+        return self.inner.encode_images(images)
+
+
+def fail_factory(name):
+    raise AssertionError(f"no model should be loaded (asked for {name})")
+
+
+def test_a_folder_whose_name_differs_only_in_case_is_another_folder(tmp_path, lib):
+    make_photos(tmp_path / "photos", 2)
+    make_photos(tmp_path / "Photos", 3, offset=50)
+    Indexer(lib).run([str(tmp_path / "photos"), str(tmp_path / "Photos")])
+    only = Filters(path_prefix=str(tmp_path / "photos"))
+    assert len(lib.search(Query.text("x"), k=10, filters=only)) == 2
+    assert lib.forget(tmp_path / "photos").removed == 2
+    assert lib.status().indexed == 3 and lib.roots() == [str(tmp_path / "Photos")]
+

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -124,27 +123,32 @@ def test_reindex_switches_model(indexed, tmp_path):
     assert st["indexed"] == 10
 
 
+@pytest.mark.integration
 def test_busy_library_and_search_during_index(tmp_path, tiny_clip_dir):
-    """A second `index` fails at once; searching while an index run goes works."""
-    make_photos(tmp_path / "p", 400, size=(64, 48))
+    """A second `index` fails at once; searching while an index run goes works. The run holds
+    the write lock until the test says go (a line on each side, no sleep)."""
+    make_photos(tmp_path / "p", 40, size=(64, 48))
     lib = tmp_path / "lib"
     assert run("index", tmp_path / "p" / "sub0", "--library", lib, "--model",
                tiny_clip_dir).exit_code == 0
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests/indexer/crash_driver.py"),
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests/cli/hold_index_driver.py"),
                              str(lib), str(tiny_clip_dir), str(tmp_path / "p")],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=env, text=True)
     try:
-        assert proc.stdout.readline().strip() == "ready"
-        time.sleep(0.2)
+        assert proc.stdout.readline().strip() == "holding"
         busy = run("index", tmp_path / "p", "--library", lib)
         searches = [run("search", "a photo", "--library", lib, "--json") for _ in range(3)]
     finally:
+        proc.stdin.close()  # "go": the driver's readline returns at the end of its input
         proc.wait(timeout=120)
+    assert proc.returncode == 0 and proc.stdout.read().strip() == "done"
     assert_one_line_error(busy)
     assert "library is busy" in busy.output
     for s in searches:
         assert s.exit_code == 0 and len(json.loads(s.stdout)) == 10
+    assert json.loads(run("status", "--json", "--library", lib).stdout)["indexed"] == 40
 
 
 def test_forget_a_folder(tmp_path, tiny_clip_dir):
