@@ -21,7 +21,7 @@ from searchkit.library import Library, SkippedFile
 from searchkit.paths import absolute, is_under
 from searchkit.store import SKIP_SCAN, STATUS_SKIPPED, RowState, Store
 
-from .prepare import Decoder, WorkItem, prepare_in_order
+from .prepare import WorkItem, prepare_in_order
 from .run import COMMIT_EVERY, ENCODE_BATCH, IndexReport, IndexRun, Limits
 from .scan import ScanProblem, walk
 
@@ -75,8 +75,7 @@ class Indexer:
                  max_pixels: int = MAX_PIXELS, progress: ProgressFn | None = None):
         self.library = library
         self.workers = workers or max(1, min(8, os.cpu_count() or 1))
-        self.limits = Limits(encode_batch, commit_every)
-        self.max_pixels = max_pixels
+        self.limits = Limits(encode_batch, commit_every, max_pixels)
         self.progress = progress or (lambda done, total: None)
 
     def run(self, paths: Iterable[str] | None = None) -> IndexReport:
@@ -108,8 +107,7 @@ class Indexer:
     def _execute(self, todo: Plan, report: IndexReport) -> None:
         report.unchanged += todo.unchanged
         encoder = self.library.encoder if todo.work else None  # no model load for a no-op
-        decoder = Decoder(encoder, self.max_pixels) if encoder is not None else None
-        run = IndexRun(self.library.store, report, todo.missing, encoder, decoder, self.limits)
+        run = IndexRun(self.library.store, report, todo.missing, encoder, self.limits)
         run.record_problems(todo.problems)
         prepared = prepare_in_order(todo.work, run.prepare, self.workers)
         for done, prep in enumerate(prepared, start=1):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from searchkit.imageio import MAX_PIXELS
 from searchkit.library import SkippedFile
 from searchkit.store import (SKIP_DECODE, SKIP_SCAN, STATUS_OK, Changes, FileRow, Move, RowState,
                              Store, Touch)
@@ -57,6 +58,7 @@ class IndexReport:
 class Limits:
     encode_batch: int = ENCODE_BATCH
     commit_every: int = COMMIT_EVERY
+    max_pixels: int = MAX_PIXELS
 
 
 class IndexRun:
@@ -65,15 +67,16 @@ class IndexRun:
     """
 
     def __init__(self, store: Store, report: IndexReport, missing: dict[str, RowState],
-                 encoder: "Encoder | None", decoder: Decoder | None, limits: Limits = Limits()):
-        self.store, self.report, self.limits = store, report, limits
-        self.encoder, self.decoder = encoder, decoder
+                 encoder: "Encoder | None" = None, limits: Limits = Limits()):
+        """``encoder``: None when the run has no file to read (nothing to decode or encode)."""
+        self.store, self.report, self.limits, self.encoder = store, report, limits, encoder
+        self.decoder = Decoder(encoder, limits.max_pixels) if encoder is not None else None
         self.changes = Changes()
         self.pending: list[Prepared] = []             # decoded, waiting for the encoder
         self.missing = missing                        # stored rows whose file is not on disk
         self.missing_by_hash = {r.content_hash: r for r in missing.values()
                                 if r.status == STATUS_OK and r.content_hash}
-        self.known = store.content_hashes()           # contents an ok row holds (or will)
+        self.known = store.content_hashes() if encoder is not None else set()  # what ok rows hold
         self.fresh: dict[str, FileRow] = {}           # encoded, not yet flushed, by hash
         self.claimed: dict[str, str] = {}             # hash -> the one file decoding it
         self.undecodable: dict[str, str] = {}         # hash -> why it cannot be decoded

@@ -35,7 +35,7 @@ DB_NAME = "library.db"
 STATUS_OK = "ok"
 STATUS_SKIPPED = "skipped"
 REENCODE_MTIME_NS = -1     # an ok row marked so that the next index run encodes its file again
-SKIP_SCAN = "scan"         # skip_source: found while walking the folder (name, stat, empty, unreadable)
+SKIP_SCAN = "scan"         # skip_source: found by the folder walk (name, stat, empty, unreadable)
 SKIP_DECODE = "decode"     # skip_source: the file's bytes could not be read or decoded
 SKIP_STORE = "store"       # skip_source: the database refused the row
 NORM_TOLERANCE = 1e-2      # a stored vector is L2-normalised: its norm is 1 within this
@@ -97,11 +97,11 @@ MIGRATIONS: dict[int, list[str]] = {
     # 1 -> 2: where a skip was found gets its own column; scan problems kept their reason in
     # content_hash (so that an unchanged problem was not rewritten), which now holds hashes only
     1: ["ALTER TABLE files ADD COLUMN skip_source VARCHAR(8)",
-        f"UPDATE files SET skip_source = '{SKIP_SCAN}', content_hash = NULL "
-        f"WHERE status = '{STATUS_SKIPPED}' AND content_hash IS NOT NULL",
-        f"UPDATE files SET skip_source = CASE WHEN reason LIKE 'cannot store:%' "
-        f"THEN '{SKIP_STORE}' ELSE '{SKIP_DECODE}' END "
-        f"WHERE status = '{STATUS_SKIPPED}' AND skip_source IS NULL"],
+        (f"UPDATE files SET skip_source = '{SKIP_SCAN}', content_hash = NULL "
+         f"WHERE status = '{STATUS_SKIPPED}' AND content_hash IS NOT NULL"),
+        (f"UPDATE files SET skip_source = CASE WHEN reason LIKE 'cannot store:%' "
+         f"THEN '{SKIP_STORE}' ELSE '{SKIP_DECODE}' END "
+         f"WHERE status = '{STATUS_SKIPPED}' AND skip_source IS NULL")],
 }
 # The columns each version's migration added, by table: a database whose schema_version row
 # is damaged is recognised by its columns (searchkit check --repair).

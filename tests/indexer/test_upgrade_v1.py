@@ -118,7 +118,7 @@ def v1(tmp_path, tiny_encoder) -> tuple[Path, Path, dict[str, str]]:
 
 
 def test_v1_library_opens_as_v2_with_every_row_and_vector(v1, tiny_encoder):
-    directory, folder, kinds = v1
+    directory, _, kinds = v1
     before = table(directory)
     assert set(before) == set(kinds) and columns(directory) == set(V1_COLUMNS) | {"id"}
 
