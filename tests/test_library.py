@@ -478,3 +478,10 @@ def test_a_folder_whose_name_differs_only_in_case_is_another_folder(tmp_path, li
     assert lib.forget(tmp_path / "photos").removed == 2
     assert lib.status().indexed == 3 and lib.roots() == [str(tmp_path / "Photos")]
 
+
+def test_indexing_a_folder_keeps_the_rows_of_its_namesake_in_another_case(tmp_path, lib):
+    make_photos(tmp_path / "photos", 2)
+    make_photos(tmp_path / "Photos", 3, offset=50)
+    Indexer(lib).run([str(tmp_path / "photos"), str(tmp_path / "Photos")])
+    report = Indexer(lib).run([str(tmp_path / "photos")])  # "Photos" rows are not "gone"
+    assert report.removed == 0 and lib.status().indexed == 5
