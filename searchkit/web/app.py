@@ -69,7 +69,8 @@ def create_app(library: Library, config: WebConfig | None = None,
     app.state.library, app.state.searcher, app.state.thumbs = library, searcher, thumbs
     app.state.config, app.state.decode_slots = config, slots
     _install_errors(app)
-    _search_routes(app, library, searcher, config, slots)
+    _search_routes(app, searcher, config, slots)
+    _status_route(app, library)
     _image_routes(app, library, thumbs)
     _page_routes(app, library, config)
     _docs_routes(app)
@@ -124,7 +125,7 @@ def _timings_out(t: RequestTimings) -> Timings:
 
 
 # ---- search ----------------------------------------------------------------------------------
-def _search_routes(app: FastAPI, library: Library, searcher: Searcher, config: WebConfig,
+def _search_routes(app: FastAPI, searcher: Searcher, config: WebConfig,
                    slots: DecodeSlots) -> None:
     def check_k(k: int) -> None:
         if k > config.max_k:
@@ -183,6 +184,8 @@ def _search_routes(app: FastAPI, library: Library, searcher: Searcher, config: W
                                          like_weight=like_weight))
             return respond(spec.query, spec.k, filters, threshold)
 
+
+def _status_route(app: FastAPI, library: Library) -> None:
     @app.get("/api/status", response_model=StatusOut, tags=["library"])
     def status() -> StatusOut:
         """The library's model, counts, folders and index state."""
