@@ -114,7 +114,7 @@ DateFieldOption = typer.Option("taken", "--date-field", help="taken (EXIF) or mo
 MinWidthOption = typer.Option(None, "--min-width", help="Minimum width in px.")
 MinHeightOption = typer.Option(None, "--min-height", help="Minimum height in px.")
 FormatOption = typer.Option(None, "--format", help="Only these formats (jpeg, png, webp, gif, "
-                            "bmp, tiff); repeatable or comma-separated.")
+                            "bmp, tiff, heic, avif, raw); repeatable or comma-separated.")
 CameraOption = typer.Option(None, "--camera", help="Camera make/model contains.")
 PathsOption = typer.Option(False, "--paths", "-f", help="Print only the paths, one per line, "
                            "best first (for scripts; control characters escaped).")

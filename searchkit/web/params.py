@@ -18,7 +18,7 @@ MAX_TEXT = 1000                     # characters of one query term
 MAX_TERMS = 16
 MAX_SIDE = spec.MAX_SIDE
 MAX_DATE = 64                       # characters of a date
-FORMATS = ("jpeg", "png", "webp", "gif", "bmp", "tiff")
+FORMATS = ("jpeg", "png", "webp", "gif", "bmp", "tiff", "heic", "heif", "avif", "raw")
 DATES = "YYYY, YYYY-MM, YYYY-MM-DD or ISO 8601"
 
 RowId = Annotated[int, Field(ge=0, le=MAX_ID)]
