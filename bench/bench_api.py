@@ -94,7 +94,7 @@ def build_library(model: str, rows: int, files: int, work: Path) -> Path:
     photos.mkdir()
     for i, data in enumerate(query_images(files)):
         (photos / f"photo_{i:03d}.jpg").write_bytes(data)
-    from indexer import Indexer
+    from searchkit.indexer import Indexer
     Indexer(lib).run([str(photos)])
     lib.search_index()  # built and saved once, so the server loads it
     print(f"model {model} (dim {enc.dim}), {rows} synthetic rows + {files} files, index "
@@ -141,7 +141,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve", "--library", str(library),
+            [sys.executable, "-m", "searchkit.cli.main", "serve", "--library", str(library),
              "--port", str(self.port)], cwd=ROOT, env=env)
         deadline = time.monotonic() + 300
         while True:

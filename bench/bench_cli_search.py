@@ -34,7 +34,7 @@ LABELS = "city,beach,forest,mountain,food,people,animal,car,boat,house"
 
 def searchkit(*args: str, env: dict) -> tuple[float, str]:
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=env,
+    out = subprocess.run([sys.executable, "-m", "searchkit.cli.main", *args], cwd=ROOT, env=env,
                          check=True, capture_output=True, text=True)
     return time.perf_counter() - t, out.stdout
 

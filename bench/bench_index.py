@@ -24,7 +24,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from indexer import Indexer  # noqa: E402
+from searchkit.indexer import Indexer  # noqa: E402
 from searchkit import Library  # noqa: E402
 from searchkit.encoders import load_encoder  # noqa: E402
 
@@ -93,7 +93,7 @@ def noop(enc, work: Path, n_files: int) -> tuple[float, float]:
     report = Indexer(lib).run([str(folder)])
     assert report.encoded == 0 and report.unchanged == n_files
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "cli.main", "index", "--library", str(lib_dir)],
+    subprocess.run([sys.executable, "-m", "searchkit.cli.main", "index", "--library", str(lib_dir)],
                    check=True, cwd=ROOT, capture_output=True)
     return report.seconds, time.perf_counter() - t
 

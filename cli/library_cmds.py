@@ -41,7 +41,7 @@ def index_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """Index folders of images: new, changed, moved and deleted files are brought up to date."""
-    from indexer import Indexer
+    from searchkit.indexer import Indexer
     from searchkit import Library
 
     plan = Library.open_for_indexing(library_dir(library), model=model, paths=paths or [],

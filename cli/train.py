@@ -27,7 +27,7 @@ DeviceOpt = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default:
 
 
 def _data_config(caption_column, image_column, where, **kw):
-    from trainer.data import DataConfig, with_where
+    from searchkit.trainer.data import DataConfig, with_where
     cfg = DataConfig(caption_column=caption_column, image_column=image_column, **kw)
     return with_where(cfg, where or [])
 
@@ -57,7 +57,7 @@ def _report_bad(bad) -> None:
 def _recall_table(columns: list[tuple[str, object]]):
     """Rows: metrics; columns: (title, EvalPoint or RetrievalMetrics)."""
     from rich.table import Table
-    from trainer.evaluate import EvalPoint
+    from searchkit.trainer.evaluate import EvalPoint
     t = Table("", *[c[0] for c in columns], box=None, pad_edge=False)
     dom = [c[1].domain if isinstance(c[1], EvalPoint) else c[1] for c in columns]
     for direction, title in (("text_to_image", "text->image"), ("image_to_text", "image->text")):
@@ -89,8 +89,8 @@ def evaluate_cmd(
     A hit is a retrieved item whose caption equals the query's own (catalogs repeat titles).
     Example: searchkit evaluate datasets/align --where source=fluent3d --json
     """
-    from trainer.data import load_split
-    from trainer.evaluate import ImageVectorCache, evaluate_pairs
+    from searchkit.trainer.data import load_split
+    from searchkit.trainer.evaluate import ImageVectorCache, evaluate_pairs
     _setup_torch(threads)
     pairs = load_split(data, _data_config(caption_column, image_column, where), split)
     if not pairs.pairs:
@@ -116,7 +116,7 @@ def _progress():
 
 
 def _callbacks(progress, task):
-    from trainer.loop import Callbacks
+    from searchkit.trainer.loop import Callbacks
 
     def on_step(s) -> None:
         progress.update(task, completed=s.step, total=s.total_steps, description=f"epoch {s.epoch}",
@@ -134,9 +134,9 @@ def _callbacks(progress, task):
 
 
 def _train_config(**kw):
-    from trainer.augment import AugmentConfig
-    from trainer.loop import TrainConfig, check_config
-    from trainer.modes import LoraSettings
+    from searchkit.trainer.augment import AugmentConfig
+    from searchkit.trainer.loop import TrainConfig, check_config
+    from searchkit.trainer.modes import LoraSettings
     aug = AugmentConfig.off() if not kw.pop("augment") else AugmentConfig(
         crop_scale=(kw.pop("crop_min"), 1.0), flip_p=kw.pop("flip"), jitter=kw.pop("jitter"),
         grayscale_p=kw.pop("grayscale"), blur_p=kw.pop("blur"))
@@ -155,8 +155,8 @@ RESUME_HINT = "run the same command with --resume to continue from there"
 def _run_finetune(output: Path, run):
     """``run()`` with a failure or interrupt after a checkpoint saying where the run is kept
     and how to continue it."""
-    from trainer.checkpoint import LAST
-    from trainer.loop import CHECKPOINT_SUBDIR, TrainStopped
+    from searchkit.trainer.checkpoint import LAST
+    from searchkit.trainer.loop import CHECKPOINT_SUBDIR, TrainStopped
     try:
         return run()
     except TrainStopped as e:
@@ -246,9 +246,9 @@ def finetune_cmd(
     Example: searchkit finetune datasets/align --where source=fluent3d --model searchkit-lite
     --output runs/fluent3d --mode lock-image --reference datasets/cifar10-test --wise auto
     """
-    from trainer.data import load_pairs
-    from trainer.evaluate import ReferenceSet
-    from trainer.loop import finetune
+    from searchkit.trainer.data import load_pairs
+    from searchkit.trainer.evaluate import ReferenceSet
+    from searchkit.trainer.loop import finetune
     if not 0 <= flip <= 1 or not 0 < crop_min <= 1:
         raise UserError("--flip must be in [0, 1] and --crop-min in (0, 1]")
     if wise != "off" and reference is None and wise == "auto":

@@ -35,7 +35,7 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 def index(library: Path, folder: Path, model: str) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    subprocess.run([sys.executable, "-m", "cli.main", "index", str(folder), "--library",
+    subprocess.run([sys.executable, "-m", "searchkit.cli.main", "index", str(folder), "--library",
                     str(library), "--model", model], cwd=ROOT, env=env, check=True)
 
 

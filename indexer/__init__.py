@@ -1,7 +1,7 @@
 """Turns folders of images into library rows and vectors: scan -> decode -> encode -> write.
 
     from searchkit import Library
-    from indexer import Indexer
+    from searchkit.indexer import Indexer
     lib = Library.open("~/photos-lib", model="searchkit-lite", create=True)
     report = Indexer(lib).run(["~/Pictures"])
 """

@@ -6,8 +6,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from indexer import Indexer
+from searchkit.cli.main import app
+from searchkit.indexer import Indexer
 from searchkit import Library, Query
 from searchkit.check import check_library
 from tests import damage

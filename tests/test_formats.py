@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, features
 
-from indexer import Indexer
+from searchkit.indexer import Indexer
 from searchkit import Library, imageio
 from searchkit.imageio import (ImageDecodeError, MissingCodecError, announces, detect,
                                open_image, require_codec, sniff)

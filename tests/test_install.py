@@ -100,7 +100,7 @@ COMMANDS = {"index", "search", "similar", "classify", "evaluate", "finetune", "s
 def test_every_cli_command_is_run_here():
     import typer.main
 
-    from cli.main import app
+    from searchkit.cli.main import app
     assert set(typer.main.get_command(app).commands) <= COMMANDS
 
 

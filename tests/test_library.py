@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer import Indexer
+from searchkit.indexer import Indexer
 from searchkit import Filters, Library, Query
 from searchkit.library import ForgetResult, SearchTimings
 from searchkit.errors import (LibraryBusyError, LibraryDamagedError, ModelMismatchError,

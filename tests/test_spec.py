@@ -169,7 +169,7 @@ def test_filter_parser_raises_nothing_but_query_errors(values):
 def test_camera_filter_matches_percent_and_underscore_literally(tmp_path, tiny_encoder):
     from PIL import Image
 
-    from indexer import Indexer
+    from searchkit.indexer import Indexer
     from searchkit import Library, Query
     for name, model in (("literal.jpg", "Zoom 100%"), ("other.jpg", "Zoom 1000")):
         im = Image.new("RGB", (32, 24), (200, 100, 0))

@@ -23,7 +23,7 @@ import torch
 
 from searchkit.classify import ZeroShotClassifier, accuracy_report, labelled_folder
 from searchkit.encoders.composite import CompositeEncoder, load_composite
-from trainer.evaluate import percent, retrieval_hits
+from searchkit.trainer.evaluate import percent, retrieval_hits
 
 from .data import read_align
 from .features import head_inputs, pooled_features

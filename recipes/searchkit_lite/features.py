@@ -21,8 +21,8 @@ import torch
 
 from searchkit.encoders.base import fingerprint_module
 from searchkit.encoders.composite import CompositeEncoder
-from trainer.augment import AugmentConfig, augment, to_array
-from trainer.data import load_image
+from searchkit.trainer.augment import AugmentConfig, augment, to_array
+from searchkit.trainer.data import load_image
 
 log = logging.getLogger(__name__)
 

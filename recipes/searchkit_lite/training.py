@@ -1,6 +1,6 @@
 """The recipe's two training phases on cached features, built from the trainer's pieces: its
 batcher (``trainer.batches``, repeated captions dropped from their window), its loss and
-temperature clamp (``trainer.loss``) and its retrieval metrics (``trainer.evaluate``).
+temperature clamp (``searchkit.trainer.loss``) and its retrieval metrics (``searchkit.trainer.evaluate``).
 
 What the recipe keeps of its own, because the shipped weights depend on it: torch's one-cycle
 schedule, one sampled caption per item and epoch, and the epoch chosen by mean R@10 with numpy's
@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from searchkit.encoders.composite import CompositeEncoder
-from trainer.batches import DROP, caption_batches
-from trainer.evaluate import RetrievalMetrics, retrieval_metrics
-from trainer.loss import clamp_logit_scale_, model_loss
+from searchkit.trainer.batches import DROP, caption_batches
+from searchkit.trainer.evaluate import RetrievalMetrics, retrieval_metrics
+from searchkit.trainer.loss import clamp_logit_scale_, model_loss
 
 from .text_tail import TextPrefix, round_to_half, tail_features, tower_prefix
 

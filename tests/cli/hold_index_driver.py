@@ -4,7 +4,7 @@ on stdin, or its end, before it goes on. The test orders the two processes by th
 
 import sys
 
-from indexer import Indexer
+from searchkit.indexer import Indexer
 from searchkit import Library
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from searchkit.cli.main import app
 from tests.helpers import make_photos, solid
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from rich.console import Console
 from rich.table import Table
 
-from cli import common
-from cli.common import Whole, literal, print_json, print_paths, show, visible
+from searchkit.cli import common
+from searchkit.cli.common import Whole, literal, print_json, print_paths, show, visible
 
 # What must never reach a terminal raw: C0 controls (but the line ends we print), DEL, C1
 # controls, surrogates (undecodable bytes), line separators, bidirectional overrides.
@@ -62,7 +62,7 @@ def test_a_long_path_folds_whole_in_a_narrow_table_keeping_its_spaces():
 
 
 def test_piped_search_output_has_one_line_per_hit_with_the_whole_path(monkeypatch):
-    from cli.library_cmds import _print_hits
+    from searchkit.cli.library_cmds import _print_hits
     from searchkit.query import Hit
     from datetime import datetime
     path = "/very/deep/" + "sub/" * 40 + "IMG_1 [edited].jpg"
@@ -112,7 +112,7 @@ def test_classify_prints_labels_and_file_names_literally(tmp_path, tiny_clip_dir
     from PIL import Image
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from searchkit.cli.main import app
     for label, rgb in (("[red]", (255, 0, 0)), ("[link=x]blue", (0, 0, 255))):
         (tmp_path / label).mkdir()
         Image.new("RGB", (16, 16), rgb).save(tmp_path / label / "IMG [edited]\x1b.png")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer import Indexer
+from searchkit.indexer import Indexer
 from searchkit import Library, Query
 from searchkit.encoders import fast_query, load_encoder
 from searchkit.encoders.composite import HEADS_FILE, make_tiny_composite
@@ -168,7 +168,7 @@ def test_cli_queries_do_not_import_torch(indexed, args):
     argv = ["searchkit", *[fill.get(a, a) for a in args], "--json"]
     if args[0] != "classify":
         argv += ["--library", str(indexed.directory)]
-    code = (f"import sys; from cli.main import main; sys.argv = {argv!r}\n"
+    code = (f"import sys; from searchkit.cli.main import main; sys.argv = {argv!r}\n"
             "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
             "assert 'torch' not in sys.modules, 'torch was imported'")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

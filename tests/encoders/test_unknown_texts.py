@@ -32,7 +32,7 @@ def test_an_encoder_without_a_tokenizer_check_flags_nothing(tiny_encoder):
 
 def test_library_names_unknown_terms_on_the_torch_free_path_too(composite_dir, tmp_path):
     pytest.importorskip("onnxruntime")
-    from indexer import Indexer
+    from searchkit.indexer import Indexer
     from tests.helpers import make_photos
     make_photos(tmp_path / "photos", 3)
     lib = Library.open(tmp_path / "lib", model=str(composite_dir), create=True)

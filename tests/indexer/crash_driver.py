@@ -3,7 +3,7 @@ then indexes with small commits so that a kill can land anywhere."""
 
 import sys
 
-from indexer import Indexer
+from searchkit.indexer import Indexer
 from searchkit import Library
 
 if __name__ == "__main__":

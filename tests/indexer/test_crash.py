@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from indexer import Indexer
+from searchkit.indexer import Indexer
 from searchkit import Library
 from searchkit.store import STATUS_OK, File, blob_to_vector
 from tests.helpers import make_photos

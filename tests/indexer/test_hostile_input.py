@@ -14,8 +14,8 @@ from PIL import Image
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from indexer import Indexer, writer
-from indexer.scan import FileStat
+from searchkit.indexer import Indexer, writer
+from searchkit.indexer.scan import FileStat
 from searchkit import Library
 from searchkit.encoders.transform import MAX_ASPECT_RATIO
 from searchkit.errors import SearchkitError
@@ -161,7 +161,7 @@ def test_row_that_cannot_even_be_recorded_does_not_cost_the_batch(lib):
 
 @pytest.mark.integration
 def test_index_command_survives_hostile_files(tmp_path, tiny_clip_dir):
-    from cli.main import app
+    from searchkit.cli.main import app
     folder = tmp_path / "p"
     make_photos(folder, 3)
     Image.new("L", (1, 65535)).save(folder / "tall.png")

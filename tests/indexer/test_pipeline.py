@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
-from indexer import Indexer
+from searchkit.indexer import Indexer
 from searchkit import Library, Query
 from searchkit.store import STATUS_OK, blob_to_vector
 from tests.helpers import make_hostile, make_photos

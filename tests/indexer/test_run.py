@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-import indexer.prepare
-from indexer import Indexer
+import searchkit.indexer.prepare
+from searchkit.indexer import Indexer
 from searchkit import Library
 from searchkit.store import SKIP_DECODE, SKIP_SCAN, STATUS_OK, STATUS_SKIPPED, File
 from tests.helpers import make_photos, solid
@@ -99,12 +99,12 @@ def test_twins_of_an_undecodable_file_are_skipped_without_decoding_them(tmp_path
         (tmp_path / "p").mkdir(exist_ok=True)
         (tmp_path / "p" / name).write_bytes(broken)
     opened: list[int] = []
-    real_open = indexer.prepare.open_image
+    real_open = searchkit.indexer.prepare.open_image
 
     def open_image(data, **kwargs):
         opened.append(len(data))
         return real_open(data, **kwargs)
-    monkeypatch.setattr(indexer.prepare, "open_image", open_image)
+    monkeypatch.setattr(searchkit.indexer.prepare, "open_image", open_image)
     r = Indexer(lib, workers=3).run([str(tmp_path / "p")])
     assert len(opened) == 1
     assert [s.path for s in r.skipped] == [str(tmp_path / "p" / n) for n in names]

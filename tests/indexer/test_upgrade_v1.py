@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer import Indexer
-from indexer.prepare import file_hash
+from searchkit.indexer import Indexer
+from searchkit.indexer.prepare import file_hash
 from searchkit import Library, Query, store
 from searchkit.check import check_library
 from searchkit.fsinfo import NOT_UTF8_REASON, text_path

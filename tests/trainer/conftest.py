@@ -14,13 +14,13 @@ def _one_thread():
 
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory):
-    from trainer.synthetic import write_shapes_dataset
+    from searchkit.trainer.synthetic import write_shapes_dataset
     return write_shapes_dataset(tmp_path_factory.mktemp("shapes"), {"train": 10, "validation": 2})
 
 
 @pytest.fixture(scope="session")
 def shapes_data(shapes_dir):
-    from trainer.data import load_pairs
+    from searchkit.trainer.data import load_pairs
     return load_pairs(str(shapes_dir))
 
 

@@ -17,9 +17,9 @@ import torch
 
 from searchkit.encoders import load_encoder
 from searchkit.testing import make_tiny_clip
-from trainer.data import PairData, PairSplit, load_pairs
-from trainer.loop import finetune
-from trainer.synthetic import write_shapes_dataset
+from searchkit.trainer.data import PairData, PairSplit, load_pairs
+from searchkit.trainer.loop import finetune
+from searchkit.trainer.synthetic import write_shapes_dataset
 
 from .test_loop import PROOF_CONFIG, PROOF_MODEL
 

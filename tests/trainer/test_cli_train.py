@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cli.main import app
+from searchkit.cli.main import app
 
 
 def run(*args):
@@ -98,14 +98,14 @@ def test_default_finetune_without_peft_exports_the_model(no_peft, tiny_clip_dir,
                                            (KeyboardInterrupt(), 130)])
 def test_late_failure_keeps_the_checkpoint_and_says_how_to_resume(
         failure, code, tiny_clip_dir, shapes_dir, tmp_path, monkeypatch):
-    import trainer.loop
+    import searchkit.trainer.loop
     out = tmp_path / "run"
     args = ("finetune", shapes_dir, "--model", tiny_clip_dir, "--output", out, *TINY_RUN)
-    export = trainer.loop.export
+    export = searchkit.trainer.loop.export
 
     def fail_export(*a, **kw):
         raise failure
-    monkeypatch.setattr(trainer.loop, "export", fail_export)
+    monkeypatch.setattr(searchkit.trainer.loop, "export", fail_export)
     r = run(*args)
     assert r.exit_code == code and "Traceback" not in r.output, r.output
     last = out / "checkpoints" / "last.pt"
@@ -116,8 +116,8 @@ def test_late_failure_keeps_the_checkpoint_and_says_how_to_resume(
         assert line.startswith("error: OSError: [Errno 28] No space left on device;")
         assert "step 10 of 10" in line
     # resuming exports without training again
-    monkeypatch.setattr(trainer.loop, "export", export)
-    monkeypatch.setattr(trainer.loop.Trainer, "_step", None)
+    monkeypatch.setattr(searchkit.trainer.loop, "export", export)
+    monkeypatch.setattr(searchkit.trainer.loop.Trainer, "_step", None)
     r = run(*args, "--resume", "--json")
     assert r.exit_code == 0, r.output
     assert len(json.loads((out / "metrics.json").read_text())["losses"]) == 10

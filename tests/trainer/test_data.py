@@ -5,7 +5,7 @@ import json
 import pytest
 from PIL import Image
 
-from trainer.data import DataConfig, DataError, load_pairs, load_split, with_where
+from searchkit.trainer.data import DataConfig, DataError, load_pairs, load_split, with_where
 
 
 @pytest.fixture()

@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from searchkit.encoders import load_encoder
-from trainer.evaluate import ImageVectorCache, embed_pair_images, encode_images
+from searchkit.trainer.evaluate import ImageVectorCache, embed_pair_images, encode_images
 
 
 def test_cached_vectors_equal_fresh_ones_and_follow_weight_changes(tiny_clip_dir, shapes_data):
@@ -35,7 +35,7 @@ def test_unreadable_images_are_reported_not_raised(tiny_clip_dir, tmp_path):
 
 
 def test_trunk_outputs_persist_on_disk(tiny_clip_dir, shapes_data, tmp_path, monkeypatch):
-    import trainer.evaluate as ev
+    import searchkit.trainer.evaluate as ev
     enc = load_encoder(str(tiny_clip_dir))
     pairs = shapes_data.validation.pairs[:6]
     first = embed_pair_images(enc, pairs, ImageVectorCache(tmp_path), "v")

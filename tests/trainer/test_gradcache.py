@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from searchkit.encoders import load_encoder
-from trainer.gradcache import gradcache_step
-from trainer.loss import model_loss
-from trainer.modes import apply_mode
+from searchkit.trainer.gradcache import gradcache_step
+from searchkit.trainer.loss import model_loss
+from searchkit.trainer.modes import apply_mode
 
 
 def _grads(model):
@@ -110,7 +110,7 @@ def test_precomputed_image_features_give_the_same_text_gradients(tiny_clip_dir):
 @pytest.mark.parametrize("source", ["clip", "composite"])
 def test_cached_trunk_features_give_the_same_gradients(tiny_clip_dir, tmp_path, source):
     """lock-image-trunk: the head over cached trunk output equals the whole image tower."""
-    from trainer.towers import split_image
+    from searchkit.trainer.towers import split_image
     if source == "composite":
         from searchkit.encoders.composite import make_tiny_composite
         enc = load_encoder(str(make_tiny_composite(tmp_path / "c")))

@@ -14,7 +14,7 @@ from torch import nn
 
 from searchkit.encoders.composite import load_composite
 from searchkit.testing import make_tiny_composite
-from trainer.batches import DEFER, DROP, caption_batches
+from searchkit.trainer.batches import DEFER, DROP, caption_batches
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # recipes/ is imported from the checkout

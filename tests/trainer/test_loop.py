@@ -11,10 +11,10 @@ from PIL import Image
 
 from searchkit.encoders import load_encoder
 from searchkit.testing import make_tiny_clip
-from trainer.augment import AugmentConfig
-from trainer.data import DataConfig, PairData, PairSplit, load_pairs
-from trainer.evaluate import ReferenceSet, evaluate_pairs
-from trainer.loop import FINETUNED_SUBDIR, METRICS_FILE, MODEL_SUBDIR, TrainConfig, TrainError, finetune
+from searchkit.trainer.augment import AugmentConfig
+from searchkit.trainer.data import DataConfig, PairData, PairSplit, load_pairs
+from searchkit.trainer.evaluate import ReferenceSet, evaluate_pairs
+from searchkit.trainer.loop import FINETUNED_SUBDIR, METRICS_FILE, MODEL_SUBDIR, TrainConfig, TrainError, finetune
 
 FAST = dict(weight_decay=0.0, warmup_steps=5, workers=2)
 
@@ -106,7 +106,7 @@ def test_bad_rows_are_skipped_and_reported(tiny_clip_dir, bad_dataset, tmp_path)
     reasons = {b.key.rsplit("/", 1)[-1]: b.reason for b in data.bad}
     assert reasons["missing.png"] == "file not found"
     assert "decode" in reasons["corrupt.jpg"] or "image" in reasons["corrupt.jpg"]
-    assert "image" in reasons["empty.png"]
+    assert reasons["empty.png"] == "empty file"
     assert reasons["nocap.png"] == "empty caption"
     assert len(data.bad) == 5
     cfg = TrainConfig(epochs=1, batch_size=4, chunk_size=4, lr=1e-3, **FAST)

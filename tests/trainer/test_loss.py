@@ -3,7 +3,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from trainer.loss import (MAX_LOGIT_SCALE, ClipLoss, SigLipLoss, clamp_logit_scale_, loss_for,
+from searchkit.trainer.loss import (MAX_LOGIT_SCALE, ClipLoss, SigLipLoss, clamp_logit_scale_, loss_for,
                           similarity_logits)
 
 

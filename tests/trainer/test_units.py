@@ -7,12 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from trainer.augment import AugmentConfig, augment, random_resized_crop_box
-from trainer.evaluate import EvalPoint, Recall, ReferenceScore, RetrievalMetrics, retrieval_metrics
-from trainer.loop import TrainConfig, epoch_batches
-from trainer.optim import param_groups
-from trainer.schedule import lr_at
-from trainer.wise import WisePoint, interpolate, pick_alpha
+from searchkit.trainer.augment import AugmentConfig, augment, random_resized_crop_box
+from searchkit.trainer.evaluate import EvalPoint, Recall, ReferenceScore, RetrievalMetrics, retrieval_metrics
+from searchkit.trainer.loop import TrainConfig, epoch_batches
+from searchkit.trainer.optim import param_groups
+from searchkit.trainer.schedule import lr_at
+from searchkit.trainer.wise import WisePoint, interpolate, pick_alpha
 
 
 def test_schedule_warmup_then_cosine():

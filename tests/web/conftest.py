@@ -45,7 +45,7 @@ def make_web_folder(root: Path) -> tuple[list[Path], Path, Path, Path]:
 
 @pytest.fixture(scope="session")
 def web_lib(tmp_path_factory, tiny_encoder) -> WebLib:
-    from indexer import Indexer
+    from searchkit.indexer import Indexer
     from searchkit import Library
     base = tmp_path_factory.mktemp("web")
     photos, rotated, png, old = make_web_folder(base / "photos")

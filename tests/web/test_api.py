@@ -157,7 +157,7 @@ def test_new_index_run_is_reflected_while_serving(tmp_path, tiny_encoder):
     sees them, without restarting the server."""
     from fastapi.testclient import TestClient
 
-    from indexer import Indexer
+    from searchkit.indexer import Indexer
     from searchkit import Library
     from searchkit.web import create_app
     from tests.helpers import make_photos, solid

@@ -35,7 +35,7 @@ class Served:
 
 @pytest.fixture
 def served(tmp_path, tiny_encoder) -> Served:
-    from indexer import Indexer
+    from searchkit.indexer import Indexer
     from searchkit import Library
     photos = make_photos(tmp_path / "photos", 4, size=(64, 48))
     lib = Library.open(tmp_path / "lib", encoder=tiny_encoder, create=True)
@@ -130,7 +130,7 @@ def test_unchanged_image_is_served_whole_with_its_type(served):
 
 def test_image_indexed_through_a_symlink_is_served(tmp_path, tiny_encoder):
     """The indexer follows symlinks, so the server does too: the check is on what opens."""
-    from indexer import Indexer
+    from searchkit.indexer import Indexer
     from searchkit import Library
     real = make_photos(tmp_path / "elsewhere", 1)[0]
     (tmp_path / "photos").mkdir()

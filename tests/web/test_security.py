@@ -81,7 +81,7 @@ def test_traversal_and_bad_ids_are_404(client, url):
 
 
 def test_skipped_or_gone_files_are_not_served(tmp_path, tiny_encoder):
-    from indexer import Indexer
+    from searchkit.indexer import Indexer
     from searchkit import Library
     from tests.helpers import solid
     (tmp_path / "p").mkdir()
@@ -165,7 +165,7 @@ def serve_app(monkeypatch, web_lib, *args, env=None):
     import uvicorn
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from searchkit.cli.main import app
     seen = {}
 
     def fake_run(asgi, host, port, **kw):
