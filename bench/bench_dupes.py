@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from synth import NEAR_DUP_TRANSFORMS, SharedImage, shared_images, variant_bytes
+from synth import NEAR_DUP_TRANSFORMS, SharedImage, shared_images, variant_bytes  # noqa: E402
 
-from searchkit.imageio import open_image
+from searchkit.imageio import open_image  # noqa: E402
 
 THRESHOLDS = tuple(round(0.80 + 0.01 * i, 2) for i in range(20)) + (0.995,)
 BATCH = 64
@@ -275,7 +275,8 @@ def report(args, images, sources, pos, neg, rand, stats, rows, chosen, best_f1,
         f"**Chosen default: {chosen.t:.2f}** (precision {chosen.precision:.4f}, recall "
         f"{pct(chosen.recall)} %, F1 {chosen.f1:.3f}; {pct(chosen.hard_fp_rate)} % of shared "
         f"images have a distinct image at or above it). Max F1: {best_f1.t:.2f} "
-        f"(F1 {best_f1.f1:.3f}, precision {best_f1.precision:.4f}, recall {pct(best_f1.recall)} %).",
+        f"(F1 {best_f1.f1:.3f}, precision {best_f1.precision:.4f}, "
+        f"recall {pct(best_f1.recall)} %).",
         "", "## Overall curve", "",
         "| t | precision | recall % | F1 | shared images with a wrong partner >= t % | "
         "wrong pairs (shared only) | wrong pairs (whole library) |",

@@ -43,7 +43,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from synth import TextImage, make_text_images, normalise_tokens
+from synth import TextImage, make_text_images, normalise_tokens  # noqa: E402
 
 Recognise = Callable[[Image.Image], str]
 DEFAULT_THREADS = -1
