@@ -9,6 +9,7 @@ loses at most the batch in flight, and the next run resumes.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Callable, Iterable
 
 from searchkit.errors import SearchkitError
 from searchkit.fsinfo import NOT_UTF8_REASON, is_text_path, text_path
-from searchkit.imageio import MAX_PIXELS
+from searchkit.imageio import MAX_PIXELS, codec_installed_since
 from searchkit.library import Library, SkippedFile
 from searchkit.paths import absolute, is_under
 from searchkit.store import SKIP_SCAN, STATUS_SKIPPED, RowState, Store
@@ -45,6 +46,7 @@ def plan(store: Store, roots: list[str]) -> Plan:
     known = store.rows_under(roots)
     seen: set[str] = set()
     out = Plan()
+    readable_now = functools.lru_cache(maxsize=None)(codec_installed_since)  # once per reason
     for entry in (e for root in roots for e in walk(root)):
         if entry.path in seen:
             continue
@@ -53,8 +55,9 @@ def plan(store: Store, roots: list[str]) -> Plan:
         if isinstance(entry, ScanProblem):
             if not _recorded(entry, old):
                 out.problems.append(entry)
-        elif old is not None and (old.size, old.mtime_ns) == (entry.size, entry.mtime_ns):
-            out.unchanged += 1
+        elif old is not None and (old.size, old.mtime_ns) == (entry.size, entry.mtime_ns) \
+                and not (old.status == STATUS_SKIPPED and readable_now(old.reason)):
+            out.unchanged += 1  # (a file skipped for want of an extra since installed is work)
         else:
             out.work.append(WorkItem(entry, old))
     out.missing = {p: r for p, r in known.items() if p not in seen}

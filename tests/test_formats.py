@@ -190,6 +190,24 @@ def test_a_file_skipped_for_an_extra_is_readable_once_the_extra_is_installed(fil
     assert not imageio.codec_installed_since(None)
 
 
+def test_an_unchanged_file_skipped_for_an_extra_is_indexed_once_the_extra_is_installed(
+        tmp_path, lib, files, monkeypatch):
+    paths = phone_folder(tmp_path / "phone", files)
+    with monkeypatch.context() as m:   # the first run: no extras installed
+        m.setattr(imageio, "_loaded", {})
+        for module in ("pillow_heif", "rawpy", "pillow_avif"):
+            m.setitem(sys.modules, module, None)
+        check = features.check
+        m.setattr(features, "check", lambda name: name != "avif" and check(name))
+        Indexer(lib).run([str(tmp_path / "phone")])
+    assert set(ok_rows(lib)) == {"plain.jpg"}
+    report = Indexer(lib).run([str(tmp_path / "phone")])   # the extras are there now
+    assert report.skipped == []
+    assert set(ok_rows(lib)) == {p.name for p in paths.values()} | {"plain.jpg"}
+    again = Indexer(lib).run([str(tmp_path / "phone")])    # and then they are unchanged
+    assert (again.added, again.updated, again.encoded) == (0, 0, 0)
+
+
 # ---- indexed and served ------------------------------------------------------------------------
 def test_indexer_indexes_phone_and_camera_files_by_content(tmp_path, lib, files):
     phone_folder(tmp_path / "phone", files)
