@@ -6,7 +6,6 @@ never waiting on files and memory stays bounded.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
+from searchkit.fsinfo import content_hash
 from searchkit.imageio import ImageDecodeError, ImageMeta, open_image
 from searchkit.store import STATUS_OK, RowState
 
@@ -53,10 +53,6 @@ class Prepared:
 WantsDecoding = Callable[[WorkItem, str], bool]   # (file, its content hash) -> decode it?
 
 
-def file_hash(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
 class Decoder:
     """Reads, hashes and, unless its content is known, decodes and preprocesses a file."""
 
@@ -70,7 +66,7 @@ class Decoder:
                 data = f.read()
         except OSError as e:
             return Prepared(item, error=(e.strerror or type(e).__name__).lower())
-        h = file_hash(data)
+        h = content_hash(data)
         if not wants(item, h):
             return Prepared(item, content_hash=h)
         return self._decode(item, h, data)

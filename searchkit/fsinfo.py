@@ -1,4 +1,5 @@
-"""What the library stores of a file on disk: its path as text and its mtime as a 64-bit integer.
+"""What the library stores of a file on disk: its path as text, its mtime as a 64-bit integer and
+its content hash.
 
 A POSIX file name is bytes. Python reads a name that is not valid UTF-8 with lone surrogates
 (``surrogateescape``), which SQLite cannot store; such a file is recorded as skipped under
@@ -10,11 +11,25 @@ compares a file on disk with its row compares the clamped values.
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 MTIME_NS_MIN = -(2 ** 63)      # SQLite INTEGER (int64): 1677-09-21 ...
 MTIME_NS_MAX = 2 ** 63 - 1     # ... 2262-04-11
 NOT_UTF8_REASON = "file name is not valid UTF-8: rename it"
+CONTENT_HASH_BYTES = 16        # blake2b digest size of ``files.content_hash`` (32 hex digits)
+
+
+def content_hasher():
+    """A hash object for a file's content, as stored in ``files.content_hash`` (moves and
+    duplicates are found by it; the server checks a file still is the one indexed)."""
+    return hashlib.blake2b(digest_size=CONTENT_HASH_BYTES)
+
+
+def content_hash(data: bytes) -> str:
+    h = content_hasher()
+    h.update(data)
+    return h.hexdigest()
 
 
 def storable_mtime_ns(mtime_ns: int) -> int:

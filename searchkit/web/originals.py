@@ -15,18 +15,16 @@ led to. A link swapped in later leads to a file whose descriptor fails these che
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
-from ..fsinfo import storable_mtime_ns
+from ..fsinfo import content_hasher, storable_mtime_ns
 from ..imageio import SNIFF_BYTES, announces
 from ..store import File
 
 CHUNK_BYTES = 1024 * 1024
-HASH_BYTES = 16                      # as the indexer's content_hash (blake2b, 16 bytes)
 OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | \
     getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
@@ -59,7 +57,7 @@ class Original:
         """Hash the whole file (as the indexer did) and compare; leaves it at offset 0."""
         if self.row.content_hash is None:
             return
-        h = hashlib.blake2b(digest_size=HASH_BYTES)
+        h = content_hasher()
         try:
             for chunk in self.chunks():
                 h.update(chunk)

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from searchkit.indexer import Indexer
-from searchkit.indexer.prepare import file_hash
+from searchkit.fsinfo import content_hash
 from searchkit import Library, Query, store
 from searchkit.check import check_library
 from searchkit.fsinfo import NOT_UTF8_REASON, text_path
@@ -75,7 +75,7 @@ def v1_library(directory: Path, folder: Path, encoder) -> dict[str, str]:
             st = os.stat(path)
             values.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
         if kind == "ok":
-            h = file_hash(Path(path).read_bytes())
+            h = content_hash(Path(path).read_bytes())
             v = vectors.setdefault(h, rng.standard_normal(encoder.dim).astype(np.float32))
             values.update(content_hash=h, width=40, height=32, format="JPEG", status="ok",
                           vector=(v / np.linalg.norm(v)).astype(np.float32).tobytes())
