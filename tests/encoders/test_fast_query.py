@@ -159,6 +159,7 @@ def test_prune_keeps_the_most_recently_used(tmp_path, monkeypatch):
     assert sorted(p.name for p in root.iterdir()) == [".export-abc", "e0", "e3"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("args", [["search", "red"], ["similar", "PHOTO"],
                                   ["classify", "PHOTO", "--labels", "red,blue",
                                    "--model", "MODEL"]])

@@ -40,6 +40,7 @@ def clip64_dir(tmp_path_factory):
     return make_tiny_clip(tmp_path_factory.mktemp("clip64"), **PROOF_MODEL)
 
 
+@pytest.mark.integration
 def test_tiny_model_learns_shapes_from_scratch(clip64_dir, shapes_data):
     """Validation R@1 rises from near chance to far above it (48 captions, 96 held-out images).
 

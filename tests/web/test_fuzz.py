@@ -14,6 +14,8 @@ from schemathesis import GenerationMode  # noqa: E402
 from schemathesis.checks import (content_type_conformance, not_a_server_error,  # noqa: E402
                                  response_schema_conformance, status_code_conformance)
 
+pytestmark = pytest.mark.integration  # schemathesis drives the whole app
+
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 
