@@ -317,15 +317,23 @@ def similar_cmd(
 def status_cmd(library: Optional[Path] = LibraryOption, json_out: bool = JsonOption) -> None:
     """Show the library's model, counts, index state and skipped files."""
     from dataclasses import asdict
-    st = _open(library, None).status()
+    lib = _open(library, None)
+    st, absent = lib.status(), lib.absent_files()
     if json_out:
-        print_json(asdict(st))
+        print_json(dict(asdict(st), absent_files=dict(asdict(absent), exact=absent.exact,
+                                                         estimate=absent.estimate)))
         return
     show("library   ", st.directory)
     show("model     ", st.model_name, f" (fingerprint {st.model_fingerprint[:12]}, dim {st.dim})")
     show(f"queries   encoded with {st.queries}"
          + (" (no torch import)" if st.queries == "onnx" else ""))
     show(f"images    {st.indexed} indexed, {st.skipped} skipped")
+    if absent.absent:  # imported rows, or files deleted since the last index run
+        show(f"absent    {absent.absent} of {absent.indexed} indexed images have no file here"
+             " (searchkit check lists them)" if absent.exact else
+             f"absent    about {absent.estimate} of {absent.indexed} indexed images have no "
+             f"file here ({absent.absent} of {absent.checked} looked for; searchkit check "
+             "counts them all)")
     show(f"index     {st.index_kind} on {st.index_device}, {st.index_state}"
          + (" (an index run is in progress)" if st.busy else ""))
     for problem in st.problems:  # details and repair: searchkit check [--repair]

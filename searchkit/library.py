@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 import time
 from contextlib import contextmanager
@@ -473,6 +474,210 @@ class Library:
     def formats(self) -> list[str]:
         """The image formats of the indexed files, sorted."""
         return self.store.formats()
+
+    # ---- import and export of embeddings (issue 12; the format: searchkit.parquet_io) -------
+    @classmethod
+    def open_for_import(cls, directory: str | Path, file: str | os.PathLike,
+                        encoder_factory: EncoderFactory | None = None) -> "Library":
+        """The library in ``directory``, or a new one bound to the model ``file`` names. The
+        model is loaded only when the file's vectors do not state their dimension (a list of
+        variable size); then its fingerprint must be the file's."""
+        from .parquet_io import EmbeddingsReader
+        reader = EmbeddingsReader(file)  # a file that cannot be imported makes no library
+        directory = Path(directory).expanduser()
+        store = _existing_store(directory, create=True)
+        if store.exists():
+            return cls.open(directory, encoder_factory=encoder_factory)
+        model = reader.model
+        if not model.named:
+            raise SearchkitError(f"cannot make library {directory} from {os.fspath(file)}: "
+                                 "its schema metadata names no model (searchkit.model, "
+                                 "searchkit.model_fingerprint); index a folder first")
+        if reader.dim is None:
+            encoder = (encoder_factory or load_encoder)(model.name)
+            if encoder.fingerprint() != model.fingerprint:
+                raise ModelMismatchError(_file_model_mismatch(file, model.name,
+                                                              model.fingerprint, encoder.name,
+                                                              encoder.fingerprint(), directory))
+            return cls.open(directory, model=model.name, create=True, encoder=encoder)
+        with write_lock(directory):
+            if not store.exists():
+                store.create(model.name, model.fingerprint, reader.dim)
+        return cls.open(directory, encoder_factory=encoder_factory)
+
+    def import_parquet(self, file: str | os.PathLike, check_model: bool = True,
+                       batch_rows: int | None = None) -> "ImportReport":
+        """Add (or update, by path) the embeddings of a Parquet ``file`` (see
+        :mod:`searchkit.parquet_io`) under the write lock, a batch per transaction: a crash
+        leaves every batch before it stored, and importing the file again finishes the job
+        (rows already stored as the file has them are left alone). Bad rows are reported and
+        skipped. ``check_model=False`` trusts that the vectors come from the library's model
+        even if the file names no model or another one (the dimension is still checked)."""
+        from .parquet_io import BATCH_ROWS, EmbeddingsReader
+        t0 = time.perf_counter()
+        reader = EmbeddingsReader(file)
+        if check_model:
+            self._check_file_model(file, reader.model)
+        report = ImportReport(os.fspath(file), reader.rows)
+        with self.writer():
+            for batch in reader.batches(self.info.dim, batch_rows or BATCH_ROWS):
+                self._import_batch(batch, report)
+            self.search_index()  # bring the index up to date with the imported rows
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _check_file_model(self, file: str | os.PathLike, model) -> None:
+        if not model.named:
+            raise SearchkitError(
+                f"cannot import {os.fspath(file)}: its schema metadata does not name the model "
+                "of its vectors (searchkit.model, searchkit.model_fingerprint; searchkit export "
+                f"writes them); to import it into library {self.directory} as vectors of "
+                f"{self.info.model_name!r} anyway, pass --no-model-check")
+        if (model.name, model.fingerprint) != (self.info.model_name,
+                                               self.info.model_fingerprint):
+            raise ModelMismatchError(_file_model_mismatch(
+                file, model.name, model.fingerprint, self.info.model_name,
+                self.info.model_fingerprint, self.directory))
+
+    def _import_batch(self, batch, report: "ImportReport") -> None:
+        """Store one batch's rows that differ from what is stored at their paths."""
+        from .store import Changes
+        stored = self.store.rows_at(batch.paths)
+        now = time.time()
+        rows = []
+        for i, path in enumerate(batch.paths):
+            old = stored.get(path)
+            row = _imported_row(batch, i, old, now)
+            if old is not None and _same_import(old, row):
+                report.unchanged += 1
+                continue
+            rows.append(row)
+            if old is None:
+                report.added += 1
+            else:
+                report.updated += 1
+        if rows:
+            self.store.apply(Changes(upserts=rows))
+        report.absent += sum(1 for p in batch.paths if not os.path.exists(p))
+        report.renormalised += batch.renormalised
+        report.add_bad(batch.bad)
+
+    def export_parquet(self, file: str | os.PathLike, overwrite: bool = False
+                       ) -> "ExportReport":
+        """Write every indexed image's path, vector and metadata to a Parquet ``file`` that
+        :meth:`import_parquet` reads, streaming, from one consistent snapshot; the file appears
+        under its name only when complete. Rows whose stored vector is damaged are left out
+        (and counted)."""
+        from .parquet_io import EmbeddingsWriter, FileModel
+        from .store import EXPORT_COLUMNS, sound_vectors
+        if os.path.exists(file) and not overwrite:
+            raise SearchkitError(f"{os.fspath(file)} exists: pass --force to replace it")
+        report = ExportReport(os.fspath(file))
+        model = FileModel(self.info.model_name, self.info.model_fingerprint)
+        with EmbeddingsWriter(file, self.info.dim, model) as out:
+            for rows in self.store.export_rows():
+                sound = sound_vectors([r.id for r in rows], [r.vector for r in rows],
+                                      self.info.dim)
+                rows = [r for r in rows if r.id not in sound.bad]
+                out.write([r.path for r in rows], sound.vectors,
+                          {c: [getattr(r, c) for r in rows] for c in EXPORT_COLUMNS})
+                report.left_out += len(sound.bad)
+            report.rows = out.rows
+        return report
+
+    def absent_files(self, sample: int | None = None) -> "AbsentFiles":
+        """How many indexed images have no file at their path on this machine (imported rows,
+        files deleted since the last index run): exact for a library of at most ``sample``
+        rows, else counted on ``sample`` (default ``ABSENT_SAMPLE``) row ids drawn at random
+        (`searchkit check` counts them all)."""
+        sample = sample or ABSENT_SAMPLE
+        indexed = self.store.counts().get(STATUS_OK, 0)
+        span = self.store.id_range()
+        if span is None or not indexed:
+            return AbsentFiles(0, 0, indexed)
+        ids = range(span[0], span[1] + 1)
+        if len(ids) > sample:
+            ids = sorted(random.Random(span[1]).sample(ids, sample))
+        rows = [f for f in self.store.get_files(list(ids)).values() if f.status == STATUS_OK]
+        return AbsentFiles(len(rows), sum(1 for f in rows if not os.path.exists(f.path)),
+                           indexed)
+
+
+ABSENT_SAMPLE = 1_000   # rows whose file `searchkit status` looks for
+MAX_REPORTED_BAD = 100  # bad rows an import report lists (all are counted)
+
+
+@dataclass
+class ImportReport:
+    """What :meth:`Library.import_parquet` did."""
+    file: str
+    rows: int                 # rows in the file
+    added: int = 0
+    updated: int = 0          # a row at the same path was replaced
+    unchanged: int = 0        # stored as the file has them already (a repeated import)
+    renormalised: int = 0     # vectors not of unit norm, stored normalised
+    absent: int = 0           # imported paths with no file on this machine (allowed)
+    bad: int = 0              # rows skipped
+    bad_rows: list = field(default_factory=list)  # the first MAX_REPORTED_BAD (parquet_io.BadRow)
+    seconds: float = 0.0
+
+    def add_bad(self, rows: list) -> None:
+        self.bad += len(rows)
+        self.bad_rows.extend(rows[:max(0, MAX_REPORTED_BAD - len(self.bad_rows))])
+
+
+@dataclass
+class ExportReport:
+    """What :meth:`Library.export_parquet` wrote."""
+    file: str
+    rows: int = 0
+    left_out: int = 0         # rows whose stored vector is damaged (searchkit check --repair)
+
+
+@dataclass(frozen=True)
+class AbsentFiles:
+    """Indexed images whose file is not on disk (:meth:`Library.absent_files`)."""
+    checked: int              # ok rows looked for
+    absent: int               # of those, not found
+    indexed: int              # ok rows in all
+
+    @property
+    def exact(self) -> bool:
+        return self.checked == self.indexed
+
+    @property
+    def estimate(self) -> int:
+        return round(self.absent * self.indexed / self.checked) if self.checked else 0
+
+
+def _file_model_mismatch(file: str | os.PathLike, file_model: str, file_fingerprint: str,
+                         model: str, fingerprint: str, directory: Path) -> str:
+    return (f"{os.fspath(file)} holds vectors of model {file_model!r} (weights fingerprint "
+            f"{file_fingerprint[:12]}), library {directory} is bound to {model!r} "
+            f"({fingerprint[:12]}); nothing was imported. To switch the library to the file's "
+            f"model, " + reindex_hint(directory, file_model) + ", then import again")
+
+
+def _imported_row(batch, i: int, old, now: float):
+    """The row that stores ``batch``'s row ``i``: never stat'ed here (IMPORTED_SIZE), the
+    content hash only if the file gives it, metadata the file lacks kept from ``old``."""
+    from .parquet_io import CONTENT_HASH, META_COLUMNS
+    from .store import IMPORTED_MTIME_NS, IMPORTED_SIZE, FileRow
+    meta = {c: batch.columns[c][i] if c in batch.columns else getattr(old, c, None)
+            for c in META_COLUMNS}
+    hashes = batch.columns.get(CONTENT_HASH)
+    return FileRow(path=batch.paths[i], size=IMPORTED_SIZE, mtime_ns=IMPORTED_MTIME_NS,
+                   content_hash=hashes[i] if hashes else None, status=STATUS_OK, reason=None,
+                   skip_source=None, vector=batch.vectors[i].tobytes(), indexed_at=now, **meta)
+
+
+def _same_import(old, row) -> bool:
+    """Whether the stored ``old`` already holds what ``row`` imports (then it stays as it is,
+    stat and content hash of an indexed file included)."""
+    from .parquet_io import META_COLUMNS
+    return (old.status == STATUS_OK and old.vector == row.vector
+            and all(getattr(old, c) == getattr(row, c) for c in META_COLUMNS)
+            and row.content_hash in (None, old.content_hash))
 
 
 def _default_model() -> str:

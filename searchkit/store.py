@@ -555,6 +555,47 @@ class Store:
                 s.execute(table.insert(), rows)
             self.bump_version(s)
 
+    # ---- import and export of embeddings (issue 12; searchkit.parquet_io) -------------------
+    # Imported rows are written by apply(); these are the reads the import and export need.
+    def rows_at(self, paths: list[str]) -> dict[str, FileRow]:
+        """The stored row (vector included) at each of ``paths`` that has one, by path."""
+        out: dict[str, FileRow] = {}
+        with self.session() as s:
+            for start in range(0, len(paths), 10_000):
+                q = select(File).where(File.path.in_(paths[start:start + 10_000]))
+                out.update((f.path, FileRow.of(f)) for f in s.scalars(q))
+        return out
+
+    def export_rows(self, chunk: int = 10_000) -> Iterator[list]:
+        """Every ok row (path, vector, the metadata columns, content_hash), ``chunk`` rows at a
+        time, by id, all read in one transaction: one consistent snapshot while writers go on."""
+        columns = [File.id, File.path, File.vector, *(getattr(File, c) for c in EXPORT_COLUMNS)]
+        last = -1
+        with self.session() as s:
+            while True:
+                rows = s.execute(select(*columns).where(File.status == STATUS_OK,
+                                                        File.id > last)
+                                 .order_by(File.id).limit(chunk)).all()
+                if not rows:
+                    return
+                last = rows[-1].id
+                yield rows
+
+    def id_range(self) -> tuple[int, int] | None:
+        """The smallest and largest row id (any status), or None for an empty library."""
+        with self.session() as s:
+            lo, hi = s.execute(select(func.min(File.id), func.max(File.id))).one()
+        return None if lo is None else (lo, hi)
+
+
+# An imported row (issue 12) was never stat'ed on this machine: no file has a negative size, so
+# the next index run that meets its path reads the file (and keeps the imported vector only when
+# the file's content hash is the one the import gave; see searchkit.parquet_io).
+IMPORTED_SIZE = -1
+IMPORTED_MTIME_NS = 0      # unknown: a "modified" date filter sees 1970-01-01 until then
+EXPORT_COLUMNS = ("width", "height", "format", "taken_at", "camera_make", "camera_model",
+                  "content_hash")
+
 
 # ---- the indexer's records (issue 11) ------------------------------------------------------
 @dataclass(frozen=True)
