@@ -285,3 +285,14 @@ def test_export_leaves_out_damaged_vectors_and_refuses_to_overwrite(tmp_path, li
 
 def _rows(lib):
     return list(lib.store.rows_at(list(stored(lib))).values())
+
+
+def test_an_index_run_removes_imported_rows_under_its_folder_whose_files_are_not_there(
+        tmp_path, lib, indexed):
+    vec = unit_rows(2, lib.info.dim)
+    gone, outside = str(indexed / "gone.jpg"), "/cluster/kept.jpg"
+    lib.import_parquet(write(tmp_path / "g.parquet", {"path": [gone, outside],
+                                                      "vector": list(vec)}, lib))
+    report = Indexer(lib).run([str(indexed)])
+    assert report.removed == 1
+    assert outside in stored(lib) and gone not in stored(lib)
