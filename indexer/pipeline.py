@@ -89,7 +89,7 @@ class Indexer:
         with self.library.writer():
             roots = self._roots(roots, report)
             self._execute(plan(self.library.store, roots), report)
-            self.library.search_index()  # rebuild and save the cache if anything changed
+            self.library.update_index()  # the index follows the store (incrementally)
         report.skipped = [SkippedFile(f.path, f.reason or "") for f in self.library.store.skipped()
                           if any(is_under(f.path, r) for r in roots)]
         report.seconds = time.perf_counter() - t0

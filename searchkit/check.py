@@ -2,11 +2,13 @@
 fixed without losing a stored row.
 
 Checked, in order (a step that finds the library unreadable stops the ones that need it):
-the database file (SQLite ``quick_check``), the meta rows and schema version, every ok row's
-vector (length, finite, unit norm) and whether its file is still on disk, the saved index
-against the store (checksum, stamp, count, and a probe of stored vectors), and temp files left
-by a killed save. Repair: meta counters that can be recomputed, damaged vectors marked so that
-the next index run encodes their files again, the index rebuilt, stray temp files removed.
+the database file (SQLite ``quick_check``), the meta rows and schema version, the change log's
+triggers, every ok row's vector (length, finite, unit norm) and whether its file is still on
+disk, the saved index with the changes logged since it was built against the store (the whole
+file's checksum, stamp, count, and a probe of stored vectors), and temp files left by a killed
+save. Repair: meta counters that can be recomputed, the change log's triggers, damaged vectors
+marked so that the next index run encodes their files again, the index rebuilt, stray temp
+files removed.
 A damaged database file is not repaired here: it is restored from a backup.
 """
 
@@ -85,12 +87,15 @@ def check_library(directory: str | Path, repair: bool = False) -> CheckReport:
         if not (_check_store(store, report) and _check_meta(store, report, repair)):
             return report
         library = Library(directory, store, store.info())
+        migrated = library.info.schema_version == SCHEMA_VERSION  # else: read only, older
+        rebuild = migrated and _check_log(store, report, repair)
         scan = _scan_rows(store, library.info.dim)
         report.checked.append(f"{scan.rows} indexed images: vectors and files on disk")
         _report_vectors(store, scan, report, repair)
         _report_missing_files(scan, report)
         _check_temp_files(directory, report, repair)
-        _check_index(library, scan, report, repair)
+        if migrated:  # the saved index is read with the change log, which migration adds
+            _check_index(library, scan, report, repair, rebuild)
     return report
 
 
@@ -182,10 +187,24 @@ def _meta_fix(store: Store, key: str) -> int | None:
 
 def _fresh_version(store: Store) -> int:
     try:
-        saved = faiss_index.load(store.directory)
+        saved = faiss_index.read_stamp(store.directory, verify=False)
     except faiss_index.DamagedIndexError:
         saved = None
     return (saved.stamp.vectors_version if saved else 0) + 1
+
+
+def _check_log(store: Store, report: CheckReport, repair: bool) -> bool:
+    """The change log's table and triggers (without them the saved index would miss changes);
+    whether the index must be rebuilt because they were missing."""
+    report.checked.append("change log triggers")
+    if store.log_complete():
+        return False
+    if repair:
+        store.restore_log()
+    report.findings.append(Finding(
+        "store", "the change log's triggers are missing: the saved index may not know of "
+                 "changes made since", repaired="recreated the change log" if repair else None))
+    return True
 
 
 def _dim_from_vectors(store: Store) -> int | None:
@@ -259,34 +278,41 @@ def _check_temp_files(directory: Path, report: CheckReport, repair: bool) -> Non
                                    examples=[p.name for p in strays[:MAX_EXAMPLES]]))
 
 
-def _check_index(library: Library, scan: _Scan, report: CheckReport, repair: bool) -> None:
+def _check_index(library: Library, scan: _Scan, report: CheckReport, repair: bool,
+                 rebuild: bool = False) -> None:
     report.checked.append("saved index against the store (checksum, stamp, count, probe)")
     finding = _index_finding(library, scan)
-    if finding is None:
+    if finding is None and not rebuild:
         return
     if repair:
-        library.rebuild_index(save=True)
-        if library.index_state() == "fresh":
+        library.update_index(rebuild=True)
+        if finding is not None and library.index_state(verify=True) == "fresh":
             finding = Finding(finding.area, finding.message, finding.problem,
                               repaired=f"rebuilt the index from {library.store.path.name} "
                                        f"({len(scan.ids())} vectors)")
-    report.findings.append(finding)
+    if finding is not None:
+        report.findings.append(finding)
 
 
 def _index_finding(library: Library, scan: _Scan) -> Finding | None:
-    saved, damage = library.read_saved_index()
-    if damage is not None:
-        return Finding("index", f"the saved index is damaged ({damage})")
-    if saved is None:
+    state = library.saved_index_state(verify=True)
+    if state.damage is not None:
+        return Finding("index", f"the saved index is damaged ({state.damage})")
+    if state.state == "missing":
         return Finding("index", "no saved index (the next search builds it)", problem=False)
-    if not library.is_fresh(saved):
-        return Finding("index", "the saved index is older than the store (the next search "
-                                "rebuilds it)", problem=False)
+    if state.state == "stale":
+        return Finding("index", "the saved index is older than the store's change log (the "
+                                "next index run rebuilds it)", problem=False)
+    try:
+        live = library.saved_index(verify=False)  # its checksum was just verified
+    except faiss_index.DamagedIndexError as e:
+        return Finding("index", f"the saved index is damaged ({e})")
     ids = scan.ids()
-    if saved.stamp.count != len(ids) or saved.stamp.left_out != len(scan.bad):
-        return Finding("index", f"the saved index holds {saved.stamp.count} vectors, the store "
+    if live is None or len(live) != len(ids):
+        held = 0 if live is None else len(live)
+        return Finding("index", f"the saved index holds {held} vectors, the store "
                                 f"{len(ids)} sound ones")
-    wrong = _probe(library, saved.index, ids)
+    wrong = _probe(library, live, ids)
     if wrong:
         return Finding("index", f"the saved index disagrees with the store on {wrong} of the "
                                 f"vectors probed")
@@ -295,12 +321,6 @@ def _index_finding(library: Library, scan: _Scan) -> Finding | None:
 
 def _probe(library: Library, index, ids: np.ndarray) -> int:
     """How many of a spread of stored vectors the index does not hold exactly."""
-    wrong = 0
-    for row_id in ids[np.linspace(0, len(ids) - 1, min(PROBE_ROWS, len(ids)), dtype=int)]:
-        try:
-            got = index.reconstruct(int(row_id))
-        except RuntimeError:
-            wrong += 1
-            continue
-        wrong += not np.array_equal(got, library.stored_vector(int(row_id)))
-    return wrong
+    sample = ids[np.linspace(0, len(ids) - 1, min(PROBE_ROWS, len(ids)), dtype=int)]
+    stored = library.store.vectors_of(sample)
+    return faiss_index.probe(index, stored.ids, stored.vectors) + len(sample) - len(stored.ids)

@@ -22,6 +22,8 @@ from .encoders import fast_query
 from .encoders.registry import load_encoder
 from .errors import LibraryBusyError, ModelMismatchError, SearchkitError
 from .fsinfo import text_path
+from .index import EXACT_FILTER_LIMIT  # noqa: F401  (where benches have read it)
+from .index_cache import IndexCache, IndexState, IndexUpdate
 from .paths import absolute, is_under
 from .query import Filters, Hit, Query, combine, unknown_terms, validate
 from .store import STATUS_OK, STATUS_SKIPPED, File, LibraryInfo, Store, vector_problem
@@ -33,7 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "write.lock"
-EXACT_FILTER_LIMIT = 20_000  # a filter leaving fewer rows than this is searched exactly
 
 EncoderFactory = Callable[[str], "Encoder"]
 
@@ -58,6 +59,7 @@ class LibraryStatus:
     index_state: str          # "fresh", "stale", "missing" or "damaged" (rebuilt when used)
     index_device: str
     busy: bool                # an index run holds the write lock
+    index_pending: int = 0    # rows changed since the saved index was built (searched exactly)
     queries: str = "torch"    # "onnx": queries are encoded without torch (encoders.fast_query)
     skipped_files: list[SkippedFile] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # what `searchkit check` would report
@@ -115,10 +117,9 @@ class Library:
         self._encoder = encoder
         self._encoder_factory = encoder_factory
         self._fast_queries = fast_queries
-        self._index: faiss_index.SearchIndex | None = None
+        self._cache = IndexCache(self.directory, store, info)
         self._fast: fast_query.FastQueryEncoder | None | bool = False  # False: not looked up
         self._encoder_lock = threading.Lock()
-        self._index_lock = threading.RLock()
         if encoder is not None:
             self._check_encoder(encoder)
 
@@ -235,8 +236,8 @@ class Library:
         self.info = self.store.info()
         self._encoder = encoder
         self._fast = False
-        with self._index_lock:
-            self._index = None
+        self._cache.forget()
+        self._cache = IndexCache(self.directory, self.store, self.info)
 
     def roots(self) -> list[str]:
         """The folders (and files) indexed, as the library records them, sorted."""
@@ -255,7 +256,7 @@ class Library:
                 raise SearchkitError(f"{text_path(root)} is not an indexed folder "
                                      "(see searchkit status)")
             removed = self.store.forget(root)
-            self.search_index()
+            self.update_index()
         return ForgetResult(root, removed)
 
     @contextmanager
@@ -275,79 +276,40 @@ class Library:
         lock.release()
         return False
 
-    # ---- the FAISS cache -------------------------------------------------------------------
+    # ---- the FAISS cache (decisions in searchkit.index_cache) ------------------------------
     def search_index(self, save: bool = True) -> faiss_index.SearchIndex:
-        """The index, loaded or rebuilt so that it answers with exactly the stored vectors.
-        Threads share it: after a change, the first caller rebuilds it, the others wait."""
-        with self._index_lock:
-            version = self.store.vectors_version()
-            if self._index is not None and self._index.stamp.vectors_version == version:
-                return self._index
-            self._index = self._load_or_rebuild(version, save)
-            return self._index
+        """The index, so that it answers with exactly the stored vectors: the saved base
+        (memory-mapped when large) and the rows changed since it was built, read from the
+        store's change log. Rebuilt (and saved) only when no saved index covers the store."""
+        return self._cache.current(save)
 
-    def _load_or_rebuild(self, version: int, save: bool) -> faiss_index.SearchIndex:
-        saved, damage = self.read_saved_index()
-        if damage is not None:
-            log.warning("the saved index of library %s is damaged (%s): rebuilding it from "
-                        "%s", self.directory, damage, self.store.path.name)
-        if saved is not None and self._stamp_matches(saved.stamp, version):
-            return faiss_index.SearchIndex(saved.index, saved.stamp)
-        return self.rebuild_index(save=save, previous=saved)
+    def update_index(self, rebuild: bool = False) -> IndexUpdate:
+        """The store changed: bring the saved index up to date in work proportional to the
+        change (the one call for index runs, imports, forget and repairs; callers hold the
+        write lock). Folds the changed rows into the saved index past a threshold, rebuilds
+        only when its quantizer must be trained again (or ``rebuild``)."""
+        return self._cache.update(rebuild)
 
-    def read_saved_index(self) -> tuple[faiss_index.Saved | None, str | None]:
-        """The saved index (None if missing or damaged) and what is damaged, if anything."""
-        try:
-            return faiss_index.load(self.directory), None
-        except faiss_index.DamagedIndexError as e:
-            return None, str(e)
+    def rebuild_index(self, save: bool = True) -> faiss_index.SearchIndex:
+        """Build from every stored vector. Rows whose stored vector is damaged are left out
+        (and reported)."""
+        with self._cache._lock:
+            return self._cache.rebuild(save)
 
-    def _stamp_matches(self, stamp: faiss_index.Stamp, version: int) -> bool:
-        return (stamp.vectors_version == version and stamp.dim == self.info.dim
-                and stamp.model_fingerprint == self.info.model_fingerprint)
+    def saved_index(self, verify: bool | None = None) -> faiss_index.SearchIndex | None:
+        """The saved index with the changes since, as saved (nothing rebuilt or written);
+        None if missing or stale; DamagedIndexError if damaged (``searchkit check``)."""
+        return self._cache.saved(verify)
 
-    def rebuild_index(self, save: bool = True, previous: faiss_index.Saved | None = None
-                      ) -> faiss_index.SearchIndex:
-        """Build from the store (a stale IVF index may lend its quantizer: see
-        ``index.rebuild``). Rows whose stored vector is damaged are left out (and reported)."""
-        stored, version = self.store.all_vectors()
-        if stored.bad:
-            log.warning("%d indexed images of library %s have a damaged vector and are left "
-                        "out of search; run: searchkit check --repair --library %s",
-                        len(stored.bad), self.directory, self.directory)
-        t = time.perf_counter()
-        built = faiss_index.rebuild(stored.ids, stored.vectors, previous)
-        stamp = faiss_index.Stamp(version, len(stored.ids), self.info.dim,
-                                  self.info.model_fingerprint, built.kind, built.trained_count,
-                                  left_out=len(stored.bad))
-        log.info("built %s index of %d vectors in %.2fs", stamp.kind, stamp.count,
-                 time.perf_counter() - t)
-        if save:
-            self._save_index(built.index, stamp)
-        return faiss_index.SearchIndex(built.index, stamp)
-
-    def _save_index(self, index, stamp: faiss_index.Stamp) -> None:
-        try:
-            faiss_index.save(index, stamp, self.directory)
-        except OSError as e:  # a read-only library or a full disk: still answers
-            log.warning("cannot save the index of library %s (%s): it is rebuilt in "
-                        "memory until it can be saved", self.directory, e.strerror or e)
-
-    def index_state(self) -> str:
+    def index_state(self, verify: bool | None = None) -> str:
         """"fresh", "stale", "missing" or "damaged" (the saved index, as the next search
-        would find it)."""
-        return self._index_state(*self.read_saved_index())
+        would find it; from its stamp and the change log, the index is not loaded)."""
+        return self.saved_index_state(verify).state
 
-    def _index_state(self, saved: faiss_index.Saved | None, damage: str | None) -> str:
-        if damage is not None:
-            return "damaged"
-        if saved is None:
-            return "missing"
-        return "fresh" if self.is_fresh(saved) else "stale"
-
-    def is_fresh(self, saved: faiss_index.Saved) -> bool:
-        """Whether a saved index was built from the store as it is now."""
-        return self._stamp_matches(saved.stamp, self.store.vectors_version())
+    def saved_index_state(self, verify: bool | None = None) -> IndexState:
+        """:meth:`index_state` with the stamp and the changes pending (``verify``: read the
+        whole file to check its checksum; default: when it is small)."""
+        return self._cache.state(verify)
 
     # ---- search ----------------------------------------------------------------------------
     def query_vector(self, query: Query, encoder: "Encoder | None" = None) -> np.ndarray:
@@ -401,7 +363,7 @@ class Library:
         allowed = self.store.filter_ids(filters) if filters is not None and \
             filters.active() else None
         sqlite = lap()
-        scores, ids = _nearest(index, qv, k, allowed)
+        scores, ids = index.search(qv, k, allowed)
         faiss = lap()
         hits = self._hits(scores, ids, threshold)
         return SearchResult(hits, SearchTimings(encode, faiss, sqlite + lap()))
@@ -421,9 +383,9 @@ class Library:
     # ---- reading ---------------------------------------------------------------------------
     def status(self, with_skipped: bool = True) -> LibraryStatus:
         counts = self.store.counts()
-        saved, damage = self.read_saved_index()
-        state = self._index_state(saved, damage)
-        kind = saved.stamp.kind if saved else faiss_index.choose_kind(counts.get(STATUS_OK, 0))
+        saved = self.saved_index_state()
+        kind = saved.stamp.kind if saved.stamp else \
+            faiss_index.choose_kind(counts.get(STATUS_OK, 0))
         skipped = [SkippedFile(f.path, f.reason or "") for f in self.store.skipped()] \
             if with_skipped else []
         return LibraryStatus(
@@ -431,24 +393,24 @@ class Library:
             model_fingerprint=self.info.model_fingerprint, dim=self.info.dim,
             schema_version=self.info.schema_version, indexed=counts.get(STATUS_OK, 0),
             skipped=counts.get(STATUS_SKIPPED, 0), roots=self.roots(), index_kind=kind,
-            index_state=state, index_device="gpu" if faiss_index.gpu_count() else "cpu",
-            busy=self.is_busy(), skipped_files=skipped,
-            problems=self._problems(saved if state == "fresh" else None, damage),
+            index_state=saved.state, index_pending=saved.pending,
+            index_device="gpu" if faiss_index.gpu_count() else "cpu",
+            busy=self.is_busy(), skipped_files=skipped, problems=self._problems(saved),
             queries="onnx" if self._fast_queries and fast_query.available(
                 self.info.model_name, self.info.model_fingerprint) else "torch")
 
-    def _problems(self, fresh: faiss_index.Saved | None, damage: str | None) -> list[str]:
+    def _problems(self, saved: IndexState) -> list[str]:
         """What is wrong, cheaply (no full scan of the vectors: `searchkit check` does it)."""
         problems = []
-        if damage is not None:
-            problems.append(f"the saved index is damaged ({damage}); the next search "
+        if saved.damage is not None:
+            problems.append(f"the saved index is damaged ({saved.damage}); the next search "
                             "rebuilds it")
         strays = faiss_index.stray_temp_files(self.directory)
         if strays:
             problems.append(faiss_index.describe_temp_files(strays)
                             + "; the next index run removes them")
-        if fresh is not None and fresh.stamp.left_out:
-            problems.append(f"{fresh.stamp.left_out} indexed images have a damaged vector "
+        if saved.state == "fresh" and saved.stamp.left_out:
+            problems.append(f"{saved.stamp.left_out} indexed images have a damaged vector "
                             "and are left out of search")
         waiting = self.store.awaiting_reencoding()
         if waiting:
@@ -506,13 +468,16 @@ class Library:
         return cls.open(directory, encoder_factory=encoder_factory)
 
     def import_parquet(self, file: str | os.PathLike, check_model: bool = True,
-                       batch_rows: int | None = None) -> "ImportReport":
+                       batch_rows: int | None = None, update_index: bool = True
+                       ) -> "ImportReport":
         """Add (or update, by path) the embeddings of a Parquet ``file`` (see
         :mod:`searchkit.parquet_io`) under the write lock, a batch per transaction: a crash
         leaves every batch before it stored, and importing the file again finishes the job
         (rows already stored as the file has them are left alone). Bad rows are reported and
         skipped. ``check_model=False`` trusts that the vectors come from the library's model
-        even if the file names no model or another one (the dimension is still checked)."""
+        even if the file names no model or another one (the dimension is still checked).
+        ``update_index=False`` leaves the index to the next search (benches time the two
+        apart)."""
         from .parquet_io import BATCH_ROWS, EmbeddingsReader
         t0 = time.perf_counter()
         reader = EmbeddingsReader(file)
@@ -522,7 +487,8 @@ class Library:
         with self.writer():
             for batch in reader.batches(self.info.dim, batch_rows or BATCH_ROWS):
                 self._import_batch(batch, report)
-            self.search_index()  # bring the index up to date with the imported rows
+            if update_index:
+                self.search_index()  # bring the index up to date with the imported rows
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -541,7 +507,6 @@ class Library:
 
     def _import_batch(self, batch, report: "ImportReport") -> None:
         """Store one batch's rows that differ from what is stored at their paths."""
-        from .store import Changes
         stored = self.store.rows_at(batch.paths)
         now = time.time()
         rows = []
@@ -556,8 +521,7 @@ class Library:
                 report.added += 1
             else:
                 report.updated += 1
-        if rows:
-            self.store.apply(Changes(upserts=rows))
+        self.store.upsert_rows(rows)
         report.absent += sum(1 for p in batch.paths if not os.path.exists(p))
         report.renormalised += batch.renormalised
         report.add_bad(batch.bad)
@@ -602,6 +566,8 @@ class Library:
         return AbsentFiles(len(rows), sum(1 for f in rows if not os.path.exists(f.path)),
                            indexed)
 
+
+from .store import IMPORTED_MTIME_NS, IMPORTED_SIZE, META_COLUMNS, FileRow  # noqa: E402
 
 ABSENT_SAMPLE = 1_000   # rows whose file `searchkit status` looks for
 MAX_REPORTED_BAD = 100  # bad rows an import report lists (all are counted)
@@ -661,11 +627,9 @@ def _file_model_mismatch(file: str | os.PathLike, file_model: str, file_fingerpr
 def _imported_row(batch, i: int, old, now: float):
     """The row that stores ``batch``'s row ``i``: never stat'ed here (IMPORTED_SIZE), the
     content hash only if the file gives it, metadata the file lacks kept from ``old``."""
-    from .parquet_io import CONTENT_HASH, META_COLUMNS
-    from .store import IMPORTED_MTIME_NS, IMPORTED_SIZE, FileRow
-    meta = {c: batch.columns[c][i] if c in batch.columns else getattr(old, c, None)
-            for c in META_COLUMNS}
-    hashes = batch.columns.get(CONTENT_HASH)
+    columns = batch.columns
+    meta = {c: columns[c][i] if c in columns else getattr(old, c, None) for c in META_COLUMNS}
+    hashes = columns.get("content_hash")
     return FileRow(path=batch.paths[i], size=IMPORTED_SIZE, mtime_ns=IMPORTED_MTIME_NS,
                    content_hash=hashes[i] if hashes else None, status=STATUS_OK, reason=None,
                    skip_source=None, vector=batch.vectors[i].tobytes(), indexed_at=now, **meta)
@@ -674,7 +638,6 @@ def _imported_row(batch, i: int, old, now: float):
 def _same_import(old, row) -> bool:
     """Whether the stored ``old`` already holds what ``row`` imports (then it stays as it is,
     stat and content hash of an indexed file included)."""
-    from .parquet_io import META_COLUMNS
     return (old.status == STATUS_OK and old.vector == row.vector
             and all(getattr(old, c) == getattr(row, c) for c in META_COLUMNS)
             and row.content_hash in (None, old.content_hash))
@@ -711,35 +674,6 @@ class _Laps:
         now = time.perf_counter()
         elapsed, self._last = now - self._last, now
         return elapsed
-
-
-def _nearest(index: faiss_index.SearchIndex, qv: np.ndarray, k: int,
-             allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (scores, ids), only among ``allowed`` ids when given: a filter leaving few rows
-    is searched exactly (an approximate index may miss rare filtered rows)."""
-    if allowed is not None and len(allowed) == 0:
-        return np.zeros(0, np.float32), np.zeros(0, np.int64)
-    if allowed is not None and index.kind != "flat" and len(allowed) <= EXACT_FILTER_LIMIT:
-        return _exact(index, qv, k, allowed)
-    return index.search(qv, k, allowed)
-
-
-def _exact(index: faiss_index.SearchIndex, qv: np.ndarray, k: int, allowed: np.ndarray
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k among ``allowed`` ids (an approximate index may miss rare filtered rows);
-    ids the index left out (damaged vectors) are passed over."""
-    kept, vecs = [], []
-    for i in allowed:
-        try:
-            vecs.append(index.reconstruct(int(i)))
-        except RuntimeError:  # not in the index
-            continue
-        kept.append(int(i))
-    if not kept:
-        return np.zeros(0, np.float32), np.zeros(0, np.int64)
-    scores = np.stack(vecs) @ qv.astype(np.float32)
-    order = np.argsort(-scores)[:k]
-    return scores[order], np.asarray(kept, np.int64)[order]
 
 
 @contextmanager

@@ -3,11 +3,18 @@
 SQLite is the source of truth, vectors included (one float32 BLOB per row). Every write that
 changes the set of vectors bumps ``vectors_version`` in the same transaction, so the FAISS cache
 can tell whether it is stale.
+
+The change log (schema 3): triggers on ``files`` append the id of every ok row inserted,
+deleted or whose vector or status changes to ``changes``, in the writing transaction itself,
+whoever writes (the indexer, forget, rebind, check, an import, a script). ``changes.seq`` only
+grows (AUTOINCREMENT), so "what changed since the index was built at seq S" is a range read of
+the rows that changed: the saved index is brought up to date in work proportional to them.
 """
 
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import sqlite3
 from contextlib import contextmanager
@@ -17,7 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from sqlalchemy import (Float, ForeignKey, Index, Integer, LargeBinary, String, Text, create_engine,
+from sqlalchemy import (Float, Index, Integer, LargeBinary, String, Text, create_engine,
                         event, exc, func, or_, select, text, update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, defer, mapped_column,
@@ -30,7 +37,7 @@ from .query import DATE_FIELDS, Filters, stored_formats, time_ns
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "library.db"
 STATUS_OK = "ok"
 STATUS_SKIPPED = "skipped"
@@ -83,6 +90,30 @@ class File(Base):
     skip_source: Mapped[str | None] = mapped_column(String(8))  # SKIP_*, for skipped rows
 
 
+class Change(Base):
+    """One entry of the change log: an ok row's vector appeared, went or changed (triggers)."""
+    __tablename__ = "changes"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # seq never goes back, even after pruning
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(Integer)
+
+
+# The change log's writers: every change to the set of ok vectors, in the same transaction.
+LOG_TRIGGERS = {
+    "files_log_insert": "AFTER INSERT ON files WHEN NEW.status = 'ok' "
+                        "BEGIN INSERT INTO changes (id) VALUES (NEW.id); END",
+    "files_log_delete": "AFTER DELETE ON files WHEN OLD.status = 'ok' "
+                        "BEGIN INSERT INTO changes (id) VALUES (OLD.id); END",
+    "files_log_update": "AFTER UPDATE OF vector, status ON files "
+                        "WHEN OLD.status = 'ok' OR NEW.status = 'ok' "
+                        "BEGIN INSERT INTO changes (id) VALUES (NEW.id); END",
+}
+CREATE_LOG = (["CREATE TABLE IF NOT EXISTS changes (seq INTEGER NOT NULL PRIMARY KEY "
+               "AUTOINCREMENT, id INTEGER NOT NULL)"]
+              + [f"CREATE TRIGGER IF NOT EXISTS {name} {body}"
+                 for name, body in LOG_TRIGGERS.items()])
+
+
 @dataclass(frozen=True)
 class LibraryInfo:
     """What a library is bound to."""
@@ -102,10 +133,13 @@ MIGRATIONS: dict[int, list[str]] = {
         (f"UPDATE files SET skip_source = CASE WHEN reason LIKE 'cannot store:%' "
          f"THEN '{SKIP_STORE}' ELSE '{SKIP_DECODE}' END "
          f"WHERE status = '{STATUS_SKIPPED}' AND skip_source IS NULL")],
+    # 2 -> 3: the change log (an index saved before it is rebuilt once, at its next change)
+    2: CREATE_LOG,
 }
 # The columns each version's migration added, by table: a database whose schema_version row
 # is damaged is recognised by its columns (searchkit check --repair).
-COLUMNS_ADDED: dict[int, dict[str, set[str]]] = {2: {"files": {"skip_source"}}}
+COLUMNS_ADDED: dict[int, dict[str, set[str]]] = {2: {"files": {"skip_source"}},
+                                                 3: {"changes": {"seq", "id"}}}
 
 
 def _set_pragmas(dbapi_conn, _record) -> None:
@@ -129,6 +163,13 @@ def vector_to_blob(v: np.ndarray) -> bytes:
 
 def blob_to_vector(b: bytes) -> np.ndarray:
     return np.frombuffer(b, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class StoreVersion:
+    """What one read saw: ``vectors_version`` and the change log's last ``seq``."""
+    vectors: int
+    seq: int
 
 
 @dataclass
@@ -162,6 +203,16 @@ def sound_vectors(ids: list[int], blobs: list[bytes | None], dim: int) -> SoundV
     if keep.all():
         return SoundVectors(ids_out, vecs.copy(), bad)
     return SoundVectors(ids_out[keep], vecs[keep], bad)
+
+
+@dataclass(frozen=True)
+class ChangedRows:
+    """Rows changed since an index was built (:meth:`Store.changes_since`)."""
+    version: StoreVersion
+    changed: np.ndarray          # every id that changed, sorted: the index's copies are stale
+    current: SoundVectors        # those still ok now, with their vectors (damaged set apart)
+    ok_rows: int | None = None   # ok rows in the store, when asked for
+    complete: bool = True        # False: the log was pruned past the position asked for
 
 
 def vector_problem(blob: bytes | None, dim: int) -> str | None:
@@ -296,6 +347,8 @@ class Store:
         with self.errors():
             Base.metadata.create_all(self.engine)
         with self.session() as s:
+            for stmt in CREATE_LOG:
+                s.execute(text(stmt))
             for k, v in (("schema_version", SCHEMA_VERSION), ("model_name", model_name),
                          ("model_fingerprint", fingerprint), ("dim", dim), ("vectors_version", 0)):
                 s.merge(Meta(key=k, value=str(v)))
@@ -427,18 +480,112 @@ class Store:
             rows = s.execute(select(File.status, func.count()).group_by(File.status)).all()
         return {status: n for status, n in rows}
 
-    def all_vectors(self) -> tuple[SoundVectors, int]:
-        """The vectors of every ok row (damaged ones set apart) and the ``vectors_version``
-        they belong to, read in one transaction."""
+    def all_vectors(self) -> tuple[SoundVectors, StoreVersion]:
+        """The vectors of every ok row (damaged ones set apart) and the version they belong
+        to. Read version first, rows after (as every read here): a commit in between can only
+        make the rows newer than the version says, which the next refresh corrects."""
         dim = self.meta_int("dim")
         with self.session() as s:
-            version = s.scalar(select(Meta.value).where(Meta.key == "vectors_version"))
-            if version is None:
-                raise self.damaged("meta has no 'vectors_version'")
+            version = self._version(s)
             rows = s.execute(select(File.id, File.vector).where(File.status == STATUS_OK)
                              .order_by(File.id)).all()
-        return (sound_vectors([r[0] for r in rows], [r[1] for r in rows], dim),
-                self._parse_int("vectors_version", version))
+        return sound_vectors([r[0] for r in rows], [r[1] for r in rows], dim), version
+
+    def _version(self, s: Session) -> StoreVersion:
+        value = s.scalar(select(Meta.value).where(Meta.key == "vectors_version"))
+        if value is None:
+            raise self.damaged("meta has no 'vectors_version'")
+        return StoreVersion(self._parse_int("vectors_version", value), self._log_top(s))
+
+    # ---- the change log (schema 3) ---------------------------------------------------------
+    @staticmethod
+    def _log_top(s: Session) -> int:
+        return s.scalar(text("SELECT seq FROM sqlite_sequence WHERE name = 'changes'")) or 0
+
+    def changes_since(self, seq: int, count_ok: bool = False) -> ChangedRows:
+        """The rows changed after ``seq``: their ids and the current vectors of those still
+        ok (O(changes)); ``count_ok`` adds the number of ok rows (an index-sized count)."""
+        dim = self.meta_int("dim")
+        with self.session() as s:
+            version = self._version(s)
+            changed = np.asarray(s.scalars(select(Change.id).where(Change.seq > seq)
+                                           .distinct()).all(), dtype=np.int64)
+            rows = self._vectors(s, changed)
+            ok = s.scalar(select(func.count()).select_from(File)
+                          .where(File.status == STATUS_OK)) if count_ok else None
+            complete = self._covers(s, seq)  # read last: a prune meanwhile shows here
+        return ChangedRows(version, np.sort(changed),
+                           sound_vectors([r[0] for r in rows], [r[1] for r in rows], dim), ok,
+                           complete)
+
+    def _covers(self, s: Session, seq: int) -> bool:
+        """Whether the log holds every change after ``seq`` (none was pruned, and ``seq`` is
+        not from a future this store never reached: a library restored from a backup)."""
+        top = self._log_top(s)
+        oldest = s.scalar(select(func.min(Change.seq)))
+        floor = top if oldest is None else oldest - 1
+        return floor <= seq <= top
+
+    def pending_changes(self, seq: int) -> int | None:
+        """How many rows changed after ``seq`` (what an index built at ``seq`` lacks); None if
+        the log no longer covers ``seq``."""
+        with self.session() as s:
+            n = s.scalar(select(func.count(Change.id.distinct())).where(Change.seq > seq))
+            return n if self._covers(s, seq) else None
+
+    def seq_if_version(self, vectors_version: int) -> int | None:
+        """The log's position now if ``vectors_version`` is the store's (an index stamped
+        before the log existed covers exactly that); else None. Position read first: a
+        commit in between makes the version differ, never the position too new."""
+        with self.session() as s:
+            top = self._log_top(s)
+            return top if self._version(s).vectors == vectors_version else None
+
+    def prune_changes(self, upto: int) -> None:
+        """Drop the log entries an index built at ``upto`` covers."""
+        with self.session() as s:
+            s.execute(Change.__table__.delete().where(Change.seq <= upto))
+
+    def log_complete(self) -> bool:
+        """Whether the change log's table and triggers are all there."""
+        with self.session() as s:
+            names = set(s.scalars(text("SELECT name FROM sqlite_master WHERE type IN "
+                                       "('table', 'trigger')")))
+        return {"changes", *LOG_TRIGGERS} <= names
+
+    def restore_log(self) -> None:
+        """Recreate the change log's table and triggers (`searchkit check --repair`)."""
+        with self.session() as s:
+            for stmt in CREATE_LOG:
+                s.execute(text(stmt))
+
+    def vectors_of(self, ids: np.ndarray) -> SoundVectors:
+        """The vectors of the ok rows among ``ids`` (damaged ones set apart)."""
+        dim = self.meta_int("dim")
+        with self.session() as s:
+            rows = self._vectors(s, np.asarray(ids, dtype=np.int64))
+        return sound_vectors([r[0] for r in rows], [r[1] for r in rows], dim)
+
+    @staticmethod
+    def _vectors(s: Session, ids: np.ndarray, chunk: int = 500) -> list:
+        rows = []
+        for start in range(0, len(ids), chunk):
+            part = [int(i) for i in ids[start:start + chunk]]
+            rows += s.execute(select(File.id, File.vector).where(
+                File.id.in_(part), File.status == STATUS_OK).order_by(File.id)).all()
+        return rows
+
+    def spread_ids(self, n: int) -> np.ndarray:
+        """Up to ``n`` ok row ids spread over the id range (a probe; O(n log rows))."""
+        with self.session() as s:
+            lo, hi = s.execute(select(func.min(File.id), func.max(File.id))).one()
+            if lo is None:
+                return np.zeros(0, np.int64)
+            found = {s.scalar(select(File.id).where(File.id >= int(start),
+                                                    File.status == STATUS_OK)
+                              .order_by(File.id).limit(1))
+                     for start in np.linspace(lo, hi, n)}
+        return np.asarray(sorted(i for i in found if i is not None), dtype=np.int64)
 
     def ok_rows(self, chunk: int = 10_000) -> Iterator[list[tuple[int, str, bytes | None]]]:
         """(id, path, vector) of every ok row, ``chunk`` rows at a time (bounded memory)."""
@@ -556,7 +703,30 @@ class Store:
             self.bump_version(s)
 
     # ---- import and export of embeddings (issue 12; searchkit.parquet_io) -------------------
-    # Imported rows are written by apply(); these are the reads the import and export need.
+    def upsert_rows(self, rows: list[FileRow]) -> None:
+        """Store ``rows`` in one transaction that bumps ``vectors_version``, each an upsert by
+        path: a path stored already keeps its row id and takes every other value. What
+        :meth:`apply` does with upserts, for many rows at once: one prepared statement run by
+        the driver (no per-row SQL building), since an import writes a million rows."""
+        if not rows:
+            return
+        names = [f.name for f in fields(FileRow)]
+        sql = (f"INSERT INTO files ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+               " ON CONFLICT(path) DO UPDATE SET "
+               + ", ".join(f"{n} = excluded.{n}" for n in names if n != "path"))
+        values = operator.attrgetter(*names)
+        when = names.index("taken_at")
+        as_stored = File.__table__.c.taken_at.type.dialect_impl(
+            self.engine.dialect).bind_processor(self.engine.dialect)
+        params = []
+        for r in rows:
+            row = list(values(r))
+            row[when] = as_stored(row[when])
+            params.append(tuple(row))
+        with self.session() as s:
+            s.connection().exec_driver_sql(sql, params)
+            self.bump_version(s)
+
     def rows_at(self, paths: list[str]) -> dict[str, FileRow]:
         """The stored row (vector included) at each of ``paths`` that has one, by path."""
         out: dict[str, FileRow] = {}
@@ -593,8 +763,8 @@ class Store:
 # the file's content hash is the one the import gave; see searchkit.parquet_io).
 IMPORTED_SIZE = -1
 IMPORTED_MTIME_NS = 0      # unknown: a "modified" date filter sees 1970-01-01 until then
-EXPORT_COLUMNS = ("width", "height", "format", "taken_at", "camera_make", "camera_model",
-                  "content_hash")
+META_COLUMNS = ("width", "height", "format", "taken_at", "camera_make", "camera_model")
+EXPORT_COLUMNS = META_COLUMNS + ("content_hash",)  # what an export writes besides path, vector
 
 
 # ---- the indexer's records (issue 11) ------------------------------------------------------

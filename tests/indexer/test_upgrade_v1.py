@@ -123,7 +123,7 @@ def test_v1_library_opens_as_v2_with_every_row_and_vector(v1, tiny_encoder):
     assert set(before) == set(kinds) and columns(directory) == set(V1_COLUMNS) | {"id"}
 
     lib = Library.open(directory, encoder=tiny_encoder)
-    assert lib.info.schema_version == store.SCHEMA_VERSION == 2
+    assert lib.info.schema_version == store.SCHEMA_VERSION
     assert lib.store.schema_matches() and lib.store.vectors_version() == VECTORS_VERSION
     after = table(directory)
     assert set(after) == set(before)
@@ -171,7 +171,8 @@ def test_a_migration_that_fails_midway_leaves_the_v1_schema(v1, tiny_encoder, mo
         Library.open(directory, encoder=tiny_encoder)
     assert columns(directory) == set(V1_COLUMNS) | {"id"} and table(directory) == before
     monkeypatch.undo()
-    assert Library.open(directory, encoder=tiny_encoder).info.schema_version == 2
+    assert Library.open(directory, encoder=tiny_encoder).info.schema_version == \
+        store.SCHEMA_VERSION
 
 
 def test_a_second_process_migrating_at_once_finds_the_work_done(v1, monkeypatch):
@@ -180,7 +181,7 @@ def test_a_second_process_migrating_at_once_finds_the_work_done(v1, monkeypatch)
     monkeypatch.setattr(second, "meta_int", lambda key: 1)  # read before the first migrated
     first.migrate()
     second.migrate()
-    assert first.get_meta("schema_version") == "2" and "skip_source" in columns(directory)
+    assert first.get_meta("schema_version") == str(store.SCHEMA_VERSION) and "skip_source" in columns(directory)
 
 
 def test_repair_recognises_a_v1_library_whose_version_row_is_damaged(v1, tiny_encoder):
@@ -194,4 +195,4 @@ def test_repair_recognises_a_v1_library_whose_version_row_is_damaged(v1, tiny_en
     assert report.healthy
     assert any(f.repaired == "set schema_version to 1" for f in report.findings)
     lib = Library.open(directory, encoder=tiny_encoder)
-    assert lib.info.schema_version == 2 and set(table(directory)) == set(before)
+    assert lib.info.schema_version == store.SCHEMA_VERSION and set(table(directory)) == set(before)
