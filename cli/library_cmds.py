@@ -335,6 +335,7 @@ def status_cmd(library: Optional[Path] = LibraryOption, json_out: bool = JsonOpt
              f"file here ({absent.absent} of {absent.checked} looked for; searchkit check "
              "counts them all)")
     show(f"index     {st.index_kind} on {st.index_device}, {st.index_state}"
+         + (f", {st.index_pending} changes since it was saved" if st.index_pending else "")
          + (" (an index run is in progress)" if st.busy else ""))
     for problem in st.problems:  # details and repair: searchkit check [--repair]
         show("problem   ", problem, " (see searchkit check)")

@@ -100,8 +100,8 @@ def gpu_count() -> int:
         return 0
 
 
-def choose_kind(n: int, threshold: int = IVF_THRESHOLD) -> str:
-    return "flat" if n < threshold else "ivf"
+def choose_kind(n: int, threshold: int | None = None) -> str:
+    return "flat" if n < (IVF_THRESHOLD if threshold is None else threshold) else "ivf"
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class Built:
 
 
 def rebuild(ids: np.ndarray, vectors: np.ndarray, previous: Saved | None = None,
-            threshold: int = IVF_THRESHOLD) -> Built:
+            threshold: int | None = None) -> Built:
     """An index over ``vectors`` whose kind follows their number. An IVF ``previous`` lends
     its trained quantizer (no k-means) while :func:`reusable` says so: the one place that
     decides whether a quantizer is reused."""
@@ -139,7 +139,7 @@ def _within_ratio(trained_count: int, n: int) -> bool:
     return trained_count > 0 and 1 / RETRAIN_RATIO <= n / trained_count <= RETRAIN_RATIO
 
 
-def retrain_reason(stamp: Stamp, n: int, threshold: int = IVF_THRESHOLD) -> str | None:
+def retrain_reason(stamp: Stamp, n: int, threshold: int | None = None) -> str | None:
     """Why an index stamped ``stamp`` cannot take its delta in place and grow to ``n``
     vectors (the kind changes, or the quantizer's training no longer fits), or None."""
     kind = choose_kind(n, threshold)
@@ -176,7 +176,7 @@ def _shape(vectors: np.ndarray) -> tuple[int, int]:
 
 
 def build(ids: np.ndarray, vectors: np.ndarray, kind: str | None = None,
-          threshold: int = IVF_THRESHOLD, trained: faiss.Index | None = None) -> faiss.Index:
+          threshold: int | None = None, trained: faiss.Index | None = None) -> faiss.Index:
     """A new CPU index over ``vectors`` (float32, normalised) with the given ids. An IVF
     index reuses the coarse quantizer of ``trained`` when given (whether to is
     :func:`rebuild`'s decision), else trains one."""

@@ -488,7 +488,7 @@ class Library:
             for batch in reader.batches(self.info.dim, batch_rows or BATCH_ROWS):
                 self._import_batch(batch, report)
             if update_index:
-                self.search_index()  # bring the index up to date with the imported rows
+                self.update_index()  # bring the index up to date with the imported rows
         report.seconds = time.perf_counter() - t0
         return report
 
