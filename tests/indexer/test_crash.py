@@ -1,4 +1,6 @@
-"""SIGKILL the indexer at random moments; the library must open, be consistent and resume."""
+"""SIGKILL the indexer at random moments, and inside an incremental index update (a fold, its
+save, before the change log is pruned); the library must open, answer with exactly the stored
+vectors and resume."""
 
 import os
 import random
@@ -28,13 +30,33 @@ def photos(tmp_path_factory):
     return folder
 
 
-def kill_during_index(lib_dir: Path, model_dir: Path, folder: Path, rng: random.Random) -> None:
+def start_driver(lib_dir: Path, model_dir: Path, folder: Path, *extra: str
+                 ) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, str(ROOT / "tests/indexer/crash_driver.py"),
-                             str(lib_dir), str(model_dir), str(folder)],
+                             str(lib_dir), str(model_dir), str(folder), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
     assert proc.stdout.readline().strip() == "ready"
-    time.sleep(rng.uniform(0.0, 1.0))
+    return proc
+
+
+def read_until(proc: subprocess.Popen, line: str, times: int = 1) -> bool:
+    """Read the driver's reports until ``line`` came ``times`` times; False if it ended."""
+    seen = 0
+    for got in proc.stdout:
+        seen += got.strip() == line
+        if seen == times:
+            return True
+    return False
+
+
+def kill_during_index(lib_dir: Path, model_dir: Path, folder: Path, rng: random.Random) -> None:
+    """Half the kills at a random moment, half right after a random batch was committed."""
+    proc = start_driver(lib_dir, model_dir, folder)
+    if rng.random() < 0.5:
+        time.sleep(rng.uniform(0.0, 1.0))
+    else:
+        read_until(proc, "committed", times=rng.randint(1, N_PHOTOS // 8 // 2))
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
 
@@ -63,16 +85,19 @@ def check_consistent(lib_dir: Path, tiny_encoder) -> int:
 
 def run_kills(n: int, tmp_path, tiny_clip_dir, tiny_encoder, photos, seed: int) -> None:
     rng = random.Random(seed)
+    midway = 0  # kills that landed after some rows were committed and before the last
     for i in range(n):
         lib_dir = tmp_path / f"lib{i}"
         kill_during_index(lib_dir, tiny_clip_dir, photos, rng)
         if not (lib_dir / "library.db").exists():
             continue  # killed before the library was created: nothing to check
         committed = check_consistent(lib_dir, tiny_encoder)
+        midway += 0 < committed < N_PHOTOS
         lib = Library.open(lib_dir, encoder=tiny_encoder)
         report = Indexer(lib).run([str(photos)])
         assert report.encoded == N_PHOTOS - committed  # only what was not committed
         assert check_consistent(lib_dir, tiny_encoder) == N_PHOTOS
+    assert midway >= 1  # the test proved something about a run cut short
 
 
 def test_sigkill_at_random_moments(tmp_path, tiny_clip_dir, tiny_encoder, photos):
@@ -82,6 +107,27 @@ def test_sigkill_at_random_moments(tmp_path, tiny_clip_dir, tiny_encoder, photos
 @pytest.mark.slow
 def test_sigkill_at_random_moments_many(tmp_path, tiny_clip_dir, tiny_encoder, photos):
     run_kills(20, tmp_path, tiny_clip_dir, tiny_encoder, photos, seed=2)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kill_at", ["save", "prune", "fold"])
+def test_sigkill_during_an_incremental_update_leaves_a_library_that_answers_exactly(
+        tmp_path, tiny_clip_dir, tiny_encoder, photos, kill_at):
+    lib_dir = tmp_path / "lib"
+    first = Library.open(lib_dir, encoder=tiny_encoder, create=True)
+    Indexer(first).run([str(photos / "sub0")])     # a saved base, then the rest as a delta
+    base = check_consistent(lib_dir, tiny_encoder)
+    proc = start_driver(lib_dir, tiny_clip_dir, photos, kill_at)
+    assert read_until(proc, "updating")   # every row is committed: the update is under way
+    if kill_at == "fold":
+        time.sleep(random.Random(3).uniform(0.0, 0.05))
+        proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert check_consistent(lib_dir, tiny_encoder) == N_PHOTOS > base
+    lib = Library.open(lib_dir, encoder=tiny_encoder)
+    report = Indexer(lib).run([str(photos)])
+    assert report.encoded == 0 and check_consistent(lib_dir, tiny_encoder) == N_PHOTOS
+    assert lib.index_state() == "fresh" and not list(lib_dir.glob("*.tmp"))
 
 
 KILLED_SAVE = """
