@@ -508,11 +508,9 @@ class Library:
     def _import_batch(self, batch, report: "ImportReport") -> None:
         """Store one batch's rows that differ from what is stored at their paths."""
         stored = self.store.rows_at(batch.paths)
-        now = time.time()
         rows = []
-        for i, path in enumerate(batch.paths):
-            old = stored.get(path)
-            row = _imported_row(batch, i, old, now)
+        for row in _imported_rows(batch, stored, time.time()):
+            old = stored.get(row.path)
             if old is not None and _same_import(old, row):
                 report.unchanged += 1
                 continue
@@ -624,15 +622,26 @@ def _file_model_mismatch(file: str | os.PathLike, file_model: str, file_fingerpr
             f"model, " + reindex_hint(directory, file_model) + ", then import again")
 
 
-def _imported_row(batch, i: int, old, now: float):
-    """The row that stores ``batch``'s row ``i``: never stat'ed here (IMPORTED_SIZE), the
-    content hash only if the file gives it, metadata the file lacks kept from ``old``."""
-    columns = batch.columns
-    meta = {c: columns[c][i] if c in columns else getattr(old, c, None) for c in META_COLUMNS}
-    hashes = columns.get("content_hash")
-    return FileRow(path=batch.paths[i], size=IMPORTED_SIZE, mtime_ns=IMPORTED_MTIME_NS,
-                   content_hash=hashes[i] if hashes else None, status=STATUS_OK, reason=None,
-                   skip_source=None, vector=batch.vectors[i].tobytes(), indexed_at=now, **meta)
+def _imported_rows(batch, stored: dict, now: float) -> Iterator[FileRow]:
+    """The rows that store ``batch``: never stat'ed here (IMPORTED_SIZE), the content hash
+    only if the file gives it, the metadata the file lacks kept from the ``stored`` row at the
+    path (by path). Built column by column: an import makes a million of them."""
+    n = len(batch.paths)
+
+    def column(name: str) -> list:
+        if name in batch.columns:
+            return batch.columns[name]
+        if not stored:
+            return [None] * n
+        return [getattr(stored.get(p), name, None) for p in batch.paths]
+    hashes = batch.columns.get("content_hash") or [None] * n
+    blobs = [v.tobytes() for v in batch.vectors]
+    for path, h, width, height, fmt, taken_at, make, model, blob in zip(
+            batch.paths, hashes, *(column(c) for c in META_COLUMNS), blobs):
+        yield FileRow(path=path, size=IMPORTED_SIZE, mtime_ns=IMPORTED_MTIME_NS, content_hash=h,
+                      width=width, height=height, format=fmt, taken_at=taken_at,
+                      camera_make=make, camera_model=model, status=STATUS_OK, reason=None,
+                      skip_source=None, vector=blob, indexed_at=now)
 
 
 def _same_import(old, row) -> bool:

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from sqlalchemy import (Float, Index, Integer, LargeBinary, String, Text, create_engine,
-                        event, exc, func, or_, select, text, update)
+from sqlalchemy import (Float, Index, Integer, LargeBinary, String, Text, bindparam,
+                        create_engine, event, exc, func, or_, select, text, update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, defer, mapped_column,
                             sessionmaker)
@@ -724,16 +724,25 @@ class Store:
             row[when] = as_stored(row[when])
             params.append(tuple(row))
         with self.session() as s:
-            s.connection().exec_driver_sql(sql, params)
-            self.bump_version(s)
+            c = s.connection()
+            cache = c.exec_driver_sql("PRAGMA cache_size").scalar()
+            c.exec_driver_sql(f"PRAGMA cache_size = -{IMPORT_CACHE_KIB}")  # no spill mid-batch
+            try:
+                c.exec_driver_sql(sql, params)
+                self.bump_version(s)
+            finally:
+                c.exec_driver_sql(f"PRAGMA cache_size = {int(cache)}")
 
     def rows_at(self, paths: list[str]) -> dict[str, FileRow]:
         """The stored row (vector included) at each of ``paths`` that has one, by path."""
+        columns = [getattr(File, f.name) for f in fields(FileRow)]
+        # an expanding parameter: the list is bound as it is, not turned into 10,000 literals
+        q = select(*columns).where(File.path.in_(bindparam("paths", expanding=True)))
         out: dict[str, FileRow] = {}
         with self.session() as s:
             for start in range(0, len(paths), 10_000):
-                q = select(File).where(File.path.in_(paths[start:start + 10_000]))
-                out.update((f.path, FileRow.of(f)) for f in s.scalars(q))
+                for r in s.execute(q, {"paths": paths[start:start + 10_000]}):
+                    out[r.path] = FileRow(*r)
         return out
 
     def export_rows(self, chunk: int = 10_000) -> Iterator[list]:
@@ -762,6 +771,7 @@ class Store:
 # the next index run that meets its path reads the file (and keeps the imported vector only when
 # the file's content hash is the one the import gave; see searchkit.parquet_io).
 IMPORTED_SIZE = -1
+IMPORT_CACHE_KIB = 262_144  # SQLite's page cache while a batch is written: pages written once
 IMPORTED_MTIME_NS = 0      # unknown: a "modified" date filter sees 1970-01-01 until then
 META_COLUMNS = ("width", "height", "format", "taken_at", "camera_make", "camera_model")
 EXPORT_COLUMNS = META_COLUMNS + ("content_hash",)  # what an export writes besides path, vector

@@ -211,27 +211,42 @@ def test_metadata_columns_are_stored_and_filter(tmp_path, lib):
         {"/cam/a.jpg"}
 
 
-def test_a_crash_between_batches_keeps_the_stored_ones_and_a_new_import_finishes(
-        tmp_path, lib, monkeypatch):
+# A child process imports 10 rows a batch and is killed inside the third batch's transaction,
+# after its rows were written and before the commit.
+KILL_IN_THIRD_BATCH = """
+import os, signal, sys
+from searchkit import Library
+from searchkit.store import Store
+calls = []
+bump = Store.bump_version
+def bump_then_die(s):
+    bump(s)
+    calls.append(1)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+Store.bump_version = staticmethod(bump_then_die)
+Library.open(sys.argv[1]).import_parquet(sys.argv[2], batch_rows=10)
+"""
+
+
+@pytest.mark.integration
+def test_an_import_killed_mid_batch_keeps_the_batches_before_and_a_new_import_finishes(
+        tmp_path, lib):
+    import signal
+    import subprocess
+    import sys
     n = 25
     f = write(tmp_path / "big.parquet", {"path": [f"/p/{i}.jpg" for i in range(n)],
                                          "vector": list(unit_rows(n, lib.info.dim))}, lib)
-    apply, calls = lib.store.apply, []
-
-    def crash_on_third(changes):
-        calls.append(len(changes))
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        apply(changes)
-    monkeypatch.setattr(lib.store, "apply", crash_on_third)
-    with pytest.raises(KeyboardInterrupt):
-        lib.import_parquet(f, batch_rows=10)
-    monkeypatch.undo()
+    r = subprocess.run([sys.executable, "-c", KILL_IN_THIRD_BATCH, str(lib.directory), str(f)],
+                       capture_output=True, text=True)
+    assert r.returncode == -signal.SIGKILL, r.stderr
     reopened = Library.open(lib.directory, encoder=lib.encoder)
     assert reopened.status().indexed == 20
     report = reopened.import_parquet(f, batch_rows=10)
     assert (report.added, report.unchanged) == (5, 20)
     assert reopened.status().indexed == n and len(stored(reopened)) == n
+    assert len(reopened.search(Query.text("x"), k=n)) == n
 
 
 def test_absent_paths_are_counted_by_import_and_status(tmp_path, lib, indexed):
