@@ -508,13 +508,13 @@ class Store:
         dim = self.meta_int("dim")
         with self.session() as s:
             version = self._version(s)
-            changed = np.asarray(s.scalars(select(Change.id).where(Change.seq > seq)
-                                           .distinct()).all(), dtype=np.int64)
+            changed = np.sort(np.asarray(s.scalars(select(Change.id).where(
+                Change.seq > seq).distinct()).all(), dtype=np.int64))  # rows come sorted
             rows = self._vectors(s, changed)
             ok = s.scalar(select(func.count()).select_from(File)
                           .where(File.status == STATUS_OK)) if count_ok else None
             complete = self._covers(s, seq)  # read last: a prune meanwhile shows here
-        return ChangedRows(version, np.sort(changed),
+        return ChangedRows(version, changed,
                            sound_vectors([r[0] for r in rows], [r[1] for r in rows], dim), ok,
                            complete)
 
