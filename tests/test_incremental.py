@@ -225,3 +225,15 @@ def test_the_query_path_of_a_large_library_does_not_fold(lib, monkeypatch, caplo
     assert index.pending == 30 and len(index) == 230
     assert (lib.directory / fi.STAMP_FILE).read_bytes() == before
     assert "searchkit index" in caplog.text and "30 images" in caplog.text
+
+
+def test_a_delta_of_many_rows_in_any_order_gives_back_each_vector(lib):
+    add_rows(lib, 300, seed=1)
+    lib.update_index()
+    add_rows(lib, 600, seed=2)                  # logged first: high ids ...
+    lib.store.apply(Changes(deletes=stored(lib)[0][:10].tolist()))   # ... then low ones
+    index = reopen(lib).search_index()
+    ids, vectors = stored(lib)
+    assert index.pending == 610 and len(index) == len(ids) == 890
+    for row_id, vector in zip(ids, vectors):
+        assert np.array_equal(index.reconstruct(int(row_id)), vector)
