@@ -38,14 +38,23 @@ def index_cmd(
     watch: Optional[float] = typer.Option(None, "--watch", metavar="SECONDS",
                                           help="Keep going: re-scan every SECONDS and bring "
                                           "new, changed and deleted files up to date."),
+    ocr: Optional[bool] = typer.Option(None, "--ocr/--no-ocr", help="Read the text in images "
+                                       "(signs, labels, screenshots) for --text-contains and "
+                                       "text queries; remembered by the library (needs "
+                                       "searchkit[ocr]). --no-ocr: stop reading it."),
     json_out: bool = JsonOption,
 ) -> None:
     """Index folders of images: new, changed, moved and deleted files are brought up to date."""
     from searchkit.indexer import Indexer
     from searchkit import Library
 
+    if ocr:
+        from searchkit.ocr import default_engine
+        default_engine()  # the extra is installed, before anything is written
     plan = Library.open_for_indexing(library_dir(library), model=model, paths=paths or [],
                                      reindex=reindex)
+    if ocr is not None:
+        plan.library.set_ocr(ocr)
     indexer = Indexer(plan.library, workers=workers, max_pixels=max_pixels)
     report = _run_with_progress(indexer, plan.paths, json_out)
     _print_report(report, json_out)
@@ -92,6 +101,12 @@ def _print_report(report, json_out: bool) -> None:
         console.print(f"  ... and {len(report.skipped) - 20} more (searchkit status)")
     for r in report.missing_roots:
         show("  folder not found, left as it was: ", r, console=console)
+    if report.texts_read:
+        console.print(f"read the text in {report.texts_read} images"
+                      + (f" ({report.texts_failed} failed: searchkit status)"
+                         if report.texts_failed else ""), highlight=False)
+    if report.ocr_problem:
+        warn(f"text in images not read: {report.ocr_problem}")
 
 
 # ---- search ----------------------------------------------------------------------------------
@@ -116,6 +131,12 @@ MinHeightOption = typer.Option(None, "--min-height", help="Minimum height in px.
 FormatOption = typer.Option(None, "--format", help="Only these formats (jpeg, png, webp, gif, "
                             "bmp, tiff, heic, avif, raw); repeatable or comma-separated.")
 CameraOption = typer.Option(None, "--camera", help="Camera make/model contains.")
+TextContainsOption = typer.Option(None, "--text-contains", help="Only images whose text (read "
+                                  "by index --ocr) contains this, ignoring case, e.g. "
+                                  "--text-contains \"42.50\".")
+NoHybridOption = typer.Option(False, "--no-hybrid", help="Rank by the image model alone (by "
+                              "default, when the library has text read in images, a text "
+                              "query's words found in an image's text lift it).")
 PathsOption = typer.Option(False, "--paths", "-f", help="Print only the paths, one per line, "
                            "best first (for scripts; control characters escaped).")
 
@@ -132,11 +153,13 @@ def _read_as_options(**names: str) -> Iterator[None]:
         raise UserError(f"{option}: {e.problem}") from None
 
 
-def _filters(path, glob, after, before, date_field, min_width, min_height, formats, camera):
+def _filters(path, glob, after, before, date_field, min_width, min_height, formats, camera,
+             text_contains=None):
     from searchkit.spec import parse_filters
     return parse_filters(path=str(path) if path else None, glob=glob, after=after,
                          before=before, date_field=date_field, min_width=min_width,
-                         min_height=min_height, formats=formats or (), camera=camera)
+                         min_height=min_height, formats=formats or (), camera=camera,
+                         text_contains=text_contains)
 
 
 def _spec(text: str | None, images: list[Path], negatives: list[str], like: list[int],
@@ -155,8 +178,9 @@ def _output(json_out: bool, paths_out: bool) -> str:
     return "json" if json_out else "paths" if paths_out else "table"
 
 
-def _search(lib, spec, filters, threshold, output: str) -> None:
-    hits = lib.search(spec.query, k=spec.k, filters=filters, threshold=threshold)
+def _search(lib, spec, filters, threshold, output: str, hybrid: bool | None = None) -> None:
+    hits = lib.search(spec.query, k=spec.k, filters=filters, threshold=threshold,
+                      hybrid=hybrid)
     _warn_unknown(lib, spec.query)
     _print_hits(hits, output)
 
@@ -179,14 +203,20 @@ def _print_hits(hits, output: str) -> None:
         console.print("no results")
         return
     from rich.table import Table
-    t = Table("#", "score", "path", "size", "date", box=None, pad_edge=False)
+    copies = any(h.duplicates for h in hits)  # a column only when a hit has copies
+    t = Table("#", "score", *(["copies"] if copies else []), "path", "size", "date", box=None,
+              pad_edge=False)
     for column in t.columns:
         column.no_wrap = column.header != "path"
     for i, h in enumerate(hits, 1):
         date = (h.taken_at or h.modified_at).strftime("%Y-%m-%d")
         size = f"{h.width}x{h.height}" if h.width else ""
-        t.add_row(str(i), f"{h.score:.3f}", Whole(h.path), size, date)
+        marker = [f"x{h.duplicates + 1}" if h.duplicates else ""] if copies else []
+        t.add_row(str(i), f"{h.score:.3f}", *marker, Whole(h.path), size, date)
     table_console().print(t)
+    if copies:
+        console.print("copies xN: N files with the same content (searchkit dupes lists them)",
+                      highlight=False)
 
 
 def search_cmd(
@@ -209,6 +239,8 @@ def search_cmd(
     min_height: Optional[int] = MinHeightOption,
     formats: list[str] = FormatOption,
     camera: Optional[str] = CameraOption,
+    text_contains: Optional[str] = TextContainsOption,
+    no_hybrid: bool = NoHybridOption,
     queries: Optional[Path] = typer.Option(None, "--queries", help="Run one query per line of "
                                            "this file ('-' for stdin): plain text or a JSON "
                                            "object; prints JSON Lines."),
@@ -229,18 +261,20 @@ def search_cmd(
         raise UserError("give a query or --queries FILE, not both")
     with _read_as_options(text="TEXT"):
         filters = _filters(path, glob, after, before, date_field, min_width, min_height,
-                           formats, camera)
+                           formats, camera, text_contains)
         spec = _spec(text if queries is None else None, image, negative, like, text_weight,
                      image_weight, not_weight, k)
         threshold = parse_threshold(threshold)
     lib = _open(library, model)
+    hybrid = False if no_hybrid else None
     if queries is not None:
-        _run_queries(lib, queries, spec, filters, threshold)
+        _run_queries(lib, queries, spec, filters, threshold, hybrid)
         return
-    _search(lib, spec, filters, threshold, output)
+    _search(lib, spec, filters, threshold, output, hybrid)
 
 
-def _run_queries(lib, queries: Path, defaults, filters, threshold) -> None:
+def _run_queries(lib, queries: Path, defaults, filters, threshold,
+                 hybrid: bool | None = None) -> None:
     """One query per line: plain text, or a JSON object (a query spec, see searchkit.spec).
     Every line is read before the first is answered, so a bad line costs no output."""
     from searchkit.errors import SearchkitError
@@ -255,7 +289,8 @@ def _run_queries(lib, queries: Path, defaults, filters, threshold) -> None:
                 raise UserError(f"{name}:{n}: {e}") from None
     for n, spec in specs:
         try:
-            hits = lib.search(spec.query, k=spec.k, filters=filters, threshold=threshold)
+            hits = lib.search(spec.query, k=spec.k, filters=filters, threshold=threshold,
+                              hybrid=hybrid)
         except SearchkitError as e:
             raise UserError(f"{name}:{n}: {e}") from None
         _warn_unknown(lib, spec.query, f"{name}:{n}: ")
@@ -295,6 +330,8 @@ def similar_cmd(
     min_height: Optional[int] = MinHeightOption,
     formats: list[str] = FormatOption,
     camera: Optional[str] = CameraOption,
+    text_contains: Optional[str] = TextContainsOption,
+    no_hybrid: bool = NoHybridOption,
     paths_out: bool = PathsOption,
     library: Optional[Path] = LibraryOption,
     model: Optional[str] = ModelOption,
@@ -307,10 +344,11 @@ def similar_cmd(
         raise UserError(f"query image not found: {image}")
     with _read_as_options(image="IMAGE"):
         filters = _filters(path, glob, after, before, date_field, min_width, min_height,
-                           formats, camera)
+                           formats, camera, text_contains)
         spec = _spec(text, [image], negative, [], text_weight, image_weight, not_weight, k)
         threshold = parse_threshold(threshold)
-    _search(_open(library, model), spec, filters, threshold, output)
+    _search(_open(library, model), spec, filters, threshold, output,
+            False if no_hybrid else None)
 
 
 # ---- status ----------------------------------------------------------------------------------
@@ -328,6 +366,11 @@ def status_cmd(library: Optional[Path] = LibraryOption, json_out: bool = JsonOpt
     show(f"queries   encoded with {st.queries}"
          + (" (no torch import)" if st.queries == "onnx" else ""))
     show(f"images    {st.indexed} indexed, {st.skipped} skipped")
+    if st.ocr or st.ocr_with_text or st.ocr_failed:
+        show(f"text      OCR {'on' if st.ocr else 'off'}: text found in {st.ocr_with_text} "
+             "images" + (f", {st.ocr_failed} could not be read" if st.ocr_failed else ""))
+    else:
+        show("text      OCR off (searchkit index --ocr reads the text in images)")
     if absent.absent:  # imported rows, or files deleted since the last index run
         show(f"absent    {absent.absent} of {absent.indexed} indexed images have no file here"
              " (searchkit check lists them)" if absent.exact else

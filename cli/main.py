@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import check, classify, common, library_cmds, serve, train, transfer
+from . import check, classify, common, dupes, library_cmds, serve, train, transfer
 
 app = typer.Typer(name="searchkit", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False,
@@ -38,7 +38,7 @@ def models_cmd(json_out: bool = typer.Option(False, "--json", help="JSON output.
                      "also works as --model.")
 
 
-for _module in (library_cmds, check, train, classify, serve, transfer):
+for _module in (library_cmds, dupes, check, train, classify, serve, transfer):
     _module.register(app)
 
 

@@ -19,6 +19,7 @@ from searchkit.errors import SearchkitError
 from searchkit.fsinfo import NOT_UTF8_REASON, is_text_path, text_path
 from searchkit.imageio import MAX_PIXELS, codec_installed_since
 from searchkit.library import Library, SkippedFile
+from searchkit.ocr import OcrEngine, OcrUnavailableError, default_engine
 from searchkit.paths import absolute, is_under
 from searchkit.store import SKIP_SCAN, STATUS_SKIPPED, RowState, Store
 
@@ -40,10 +41,13 @@ class Plan:
     unchanged: int = 0
 
 
-def plan(store: Store, roots: list[str]) -> Plan:
+def plan(store: Store, roots: list[str], ocr: bool = False) -> Plan:
     """Walk ``roots``: files new or changed (size, mtime) are work, scan problems not already
-    recorded as they are now are problems, and rows whose file was not seen are missing."""
+    recorded as they are now are problems, and rows whose file was not seen are missing.
+    With ``ocr``, an unchanged indexed file whose text was never read is work too (the run
+    reads its text and keeps its vector)."""
     known = store.rows_under(roots)
+    unread = store.paths_without_ocr(roots) if ocr else set()
     seen: set[str] = set()
     out = Plan()
     readable_now = functools.lru_cache(maxsize=None)(codec_installed_since)  # once per reason
@@ -56,7 +60,8 @@ def plan(store: Store, roots: list[str]) -> Plan:
             if not _recorded(entry, old):
                 out.problems.append(entry)
         elif old is not None and (old.size, old.mtime_ns) == (entry.size, entry.mtime_ns) \
-                and not (old.status == STATUS_SKIPPED and readable_now(old.reason)):
+                and not (old.status == STATUS_SKIPPED and readable_now(old.reason)) \
+                and entry.path not in unread:
             out.unchanged += 1  # (a file skipped for want of an extra since installed is work)
         else:
             out.work.append(WorkItem(entry, old))
@@ -75,8 +80,12 @@ class Indexer:
 
     def __init__(self, library: Library, workers: int | None = None,
                  encode_batch: int = ENCODE_BATCH, commit_every: int = COMMIT_EVERY,
-                 max_pixels: int = MAX_PIXELS, progress: ProgressFn | None = None):
+                 max_pixels: int = MAX_PIXELS, progress: ProgressFn | None = None,
+                 ocr: OcrEngine | None = None):
+        """``ocr``: the engine that reads the text in images when the library has OCR on
+        (default: :func:`searchkit.ocr.default_engine`, built on the first run that needs it)."""
         self.library = library
+        self.ocr = ocr
         self.workers = workers or max(1, min(8, os.cpu_count() or 1))
         self.limits = Limits(encode_batch, commit_every, max_pixels)
         self.progress = progress or (lambda done, total: None)
@@ -88,7 +97,10 @@ class Indexer:
         roots = _checked_roots(paths or [])
         with self.library.writer():
             roots = self._roots(roots, report)
-            self._execute(plan(self.library.store, roots), report)
+            engine = self._ocr_engine(report)
+            self._execute(plan(self.library.store, roots, engine is not None), report, engine)
+            if self.library.store.ocr_on():
+                self.library.store.prune_ocr()  # texts of contents no file holds any more
             self.library.update_index()  # the index follows the store (incrementally)
         report.skipped = [SkippedFile(f.path, f.reason or "") for f in self.library.store.skipped()
                           if any(is_under(f.path, r) for r in roots)]
@@ -107,10 +119,23 @@ class Indexer:
             raise SearchkitError("nothing to index: give a folder (searchkit index PATH)")
         return roots
 
-    def _execute(self, todo: Plan, report: IndexReport) -> None:
+    def _ocr_engine(self, report: IndexReport) -> OcrEngine | None:
+        """The OCR engine when the library has OCR on; without one (the extra uninstalled
+        since), the run goes on without reading text and says why."""
+        if not self.library.store.ocr_on():
+            return None
+        if self.ocr is None:
+            try:
+                self.ocr = default_engine()
+            except OcrUnavailableError as e:
+                report.ocr_problem = str(e)
+                return None
+        return self.ocr
+
+    def _execute(self, todo: Plan, report: IndexReport, ocr: OcrEngine | None = None) -> None:
         report.unchanged += todo.unchanged
         encoder = self.library.encoder if todo.work else None  # no model load for a no-op
-        run = IndexRun(self.library.store, report, todo.missing, encoder, self.limits)
+        run = IndexRun(self.library.store, report, todo.missing, encoder, self.limits, ocr)
         run.record_problems(todo.problems)
         prepared = prepare_in_order(todo.work, run.prepare, self.workers)
         for done, prep in enumerate(prepared, start=1):

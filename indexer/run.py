@@ -6,6 +6,11 @@ row is touched (same path), moved (the row's file left the disk) or copied (a du
 table of known contents grows as the run encodes, and the first worker to meet a new content
 claims it: only that file is decoded and encoded, and its twins in the same run wait for its
 vector and are copied.
+
+With OCR on, the text of each content is read once too (it is stored by content hash): the
+first worker to meet a content whose text is unknown claims the reading, on the image it
+decodes for the encoder, or on its own for a stored image whose vector stays (OCR turned on
+for an indexed library). The text is written in the transaction that writes the file's row.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 
 from searchkit.imageio import MAX_PIXELS
 from searchkit.library import SkippedFile
+from searchkit.ocr import OcrEngine
 from searchkit.store import (SKIP_DECODE, SKIP_SCAN, STATUS_OK, Changes, FileRow, Move, RowState,
                              Store, Touch)
 
@@ -45,6 +51,9 @@ class IndexReport:
     skipped: list[SkippedFile] = field(default_factory=list)
     missing_roots: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    texts_read: int = 0       # images whose text was read (OCR), text found or not
+    texts_failed: int = 0     # of those, where reading failed (the image is indexed all the same)
+    ocr_problem: str | None = None   # why the library's OCR could not run (then it was not)
 
     def count_change(self, old: RowState | None) -> None:
         """A file got a new row: added if it had none, else updated."""
@@ -67,10 +76,14 @@ class IndexRun:
     """
 
     def __init__(self, store: Store, report: IndexReport, missing: dict[str, RowState],
-                 encoder: "Encoder | None" = None, limits: Limits = Limits()):
-        """``encoder``: None when the run has no file to read (nothing to decode or encode)."""
+                 encoder: "Encoder | None" = None, limits: Limits = Limits(),
+                 ocr: OcrEngine | None = None):
+        """``encoder``: None when the run has no file to read (nothing to decode or encode).
+        ``ocr``: reads the text of every content whose text the store lacks (None: no OCR)."""
         self.store, self.report, self.limits, self.encoder = store, report, limits, encoder
-        self.decoder = Decoder(encoder, limits.max_pixels) if encoder is not None else None
+        self.decoder = Decoder(encoder, limits.max_pixels, ocr) if encoder is not None else None
+        self.text_known = store.ocr_hashes() if ocr is not None and encoder is not None \
+            else set()                                # contents whose text is read or claimed
         self.changes = Changes()
         self.pending: list[Prepared] = []             # decoded, waiting for the encoder
         self.missing = missing                        # stored rows whose file is not on disk
@@ -85,7 +98,16 @@ class IndexRun:
 
     # ---- the worker side -------------------------------------------------------------------
     def prepare(self, item: WorkItem) -> Prepared:
-        return self.decoder.prepare(item, self._claim)
+        return self.decoder.prepare(item, self._claim, self._claim_text)
+
+    def _claim_text(self, h: str) -> bool:
+        """Whether this file's text must be read: its content's is neither stored nor claimed
+        (a claim is not released: a content whose reading failed is not read again)."""
+        with self.lock:
+            if h in self.text_known:
+                return False
+            self.text_known.add(h)
+            return True
 
     def _claim(self, item: WorkItem, h: str) -> bool:
         """Whether this file must be decoded: its content is neither stored nor claimed."""
@@ -120,6 +142,7 @@ class IndexRun:
     def decide(self, prep: Prepared) -> None:
         """What ``prep``'s file becomes: skipped, touched, moved, copied, awaited or encoded."""
         h = prep.content_hash
+        self._record_text(prep)
         if prep.error is not None:
             self._skip(prep, prep.error)
         elif prep.item.same_content(h):
@@ -138,6 +161,14 @@ class IndexRun:
         self.report.removed = sum(1 for r in self.missing.values() if r.status == STATUS_OK)
         self._flush()
 
+    def _record_text(self, prep: Prepared) -> None:
+        """The text read in ``prep``'s image goes with this batch (stored by content)."""
+        if prep.ocr is None:
+            return
+        self.changes.ocr.append(prep.ocr)
+        self.report.texts_read += 1
+        self.report.texts_failed += prep.ocr.error is not None
+
     def _skip(self, prep: Prepared, error: str) -> None:
         self.changes.upserts.append(writer.skipped_row(prep.item.stat, error, SKIP_DECODE))
         h = prep.content_hash
@@ -149,7 +180,8 @@ class IndexRun:
 
     def _touch(self, prep: Prepared) -> None:
         st, old = prep.item.stat, prep.item.old
-        self.changes.touches.append(Touch(old.id, st.size, st.mtime_ns))
+        if (old.size, old.mtime_ns) != (st.size, st.mtime_ns):  # else: read for its text only
+            self.changes.touches.append(Touch(old.id, st.size, st.mtime_ns))
         self.report.unchanged += 1
 
     def _move(self, prep: Prepared) -> bool:

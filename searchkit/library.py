@@ -10,14 +10,16 @@ import random
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 from filelock import FileLock, Timeout
 
+from . import hybrid as hybrid_rank
 from . import index as faiss_index
+from . import ocr as ocr_text
 from .encoders import fast_query
 from .encoders.registry import load_encoder
 from .errors import LibraryBusyError, ModelMismatchError, SearchkitError
@@ -30,6 +32,7 @@ from .store import STATUS_OK, STATUS_SKIPPED, File, LibraryInfo, Store, vector_p
 
 if TYPE_CHECKING:
     from .check import CheckReport
+    from .dupes import DupesReport
     from .encoders.base import Encoder
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,9 @@ class LibraryStatus:
     busy: bool                # an index run holds the write lock
     index_pending: int = 0    # rows changed since the saved index was built (searched exactly)
     queries: str = "torch"    # "onnx": queries are encoded without torch (encoders.fast_query)
+    ocr: bool = False         # index runs read the text in images (index --ocr)
+    ocr_with_text: int = 0    # indexed images in which text was found
+    ocr_failed: int = 0       # indexed images whose text could not be read
     skipped_files: list[SkippedFile] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # what `searchkit check` would report
 
@@ -345,13 +351,16 @@ class Library:
         return np.frombuffer(f.vector, dtype=np.float32)
 
     def search(self, query: Query, k: int = 10, filters: Filters | None = None,
-               threshold: float | None = None, encoder: "Encoder | None" = None) -> list[Hit]:
-        """Nearest images to ``query``, best first, restricted by ``filters``."""
-        return self.search_with_timings(query, k, filters, threshold, encoder).hits
+               threshold: float | None = None, encoder: "Encoder | None" = None,
+               hybrid: bool | None = None) -> list[Hit]:
+        """Nearest images to ``query``, best first, restricted by ``filters``. ``hybrid``:
+        lift images whose text holds the query's words (see :mod:`searchkit.hybrid`; default:
+        when the library has text read in images)."""
+        return self.search_with_timings(query, k, filters, threshold, encoder, hybrid).hits
 
     def search_with_timings(self, query: Query, k: int = 10, filters: Filters | None = None,
-                            threshold: float | None = None, encoder: "Encoder | None" = None
-                            ) -> SearchResult:
+                            threshold: float | None = None, encoder: "Encoder | None" = None,
+                            hybrid: bool | None = None) -> SearchResult:
         """:meth:`search`, with where it spent its time. ``encoder`` encodes the query
         instead of the library's own (the web server passes its micro-batching one)."""
         if k <= 0:
@@ -362,11 +371,38 @@ class Library:
         index = self.search_index()
         allowed = self.store.filter_ids(filters) if filters is not None and \
             filters.active() else None
+        words = self._hybrid_words(query, hybrid)
         sqlite = lap()
-        scores, ids = index.search(qv, k, allowed)
+        scores, ids = index.search(qv, max(k, hybrid_rank.HYBRID_DEPTH) if words else k, allowed)
         faiss = lap()
+        if words:
+            scores, ids = self._lift_by_text(qv, scores, ids, words, k, filters)
         hits = self._hits(scores, ids, threshold)
         return SearchResult(hits, SearchTimings(encode, faiss, sqlite + lap()))
+
+    # ---- hybrid ranking (issue 14; the rule: searchkit.hybrid) -------------------------------
+    def _hybrid_words(self, query: Query, hybrid: bool | None) -> list[str]:
+        """The query's words to look for in images' text; none when the ranking is CLIP's
+        alone (``hybrid`` False, no positive text term, or by default no text read)."""
+        texts = [t for t, weight in query.texts if weight > 0]
+        if hybrid is False or not texts or (hybrid is None and not self.store.has_ocr_text()):
+            return []
+        return ocr_text.query_words(texts)
+
+    def _lift_by_text(self, qv: np.ndarray, scores: np.ndarray, ids: np.ndarray,
+                      words: list[str], k: int, filters: Filters | None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """The fused top ``k`` (ids, and their CLIP similarity as the score) of the CLIP
+        ranking (``ids``) and the text ranking of ``words`` within ``filters``."""
+        text = self.store.ocr_ranking(words, max(k, hybrid_rank.HYBRID_DEPTH), filters)
+        extra = np.setdiff1d(np.asarray(text, np.int64), ids)
+        found = self.store.vectors_of(extra)
+        similarity = dict(zip(found.ids.tolist(), (found.vectors @ qv).tolist()))
+        cosine = similarity | dict(zip(ids.tolist(), scores.tolist()))
+        text = [i for i in text if i in cosine]  # a damaged vector is out of search
+        top = hybrid_rank.fuse(ids.tolist(), scores.tolist(), text, similarity, k)
+        return (np.asarray([cosine[i] for i in top], np.float32),
+                np.asarray(top, np.int64))
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray, threshold: float | None) -> list[Hit]:
         files = self.store.get_files([int(i) for i in ids])
@@ -378,7 +414,29 @@ class Library:
             if f is None:  # removed after the index was read
                 continue
             hits.append(Hit.from_row(f, float(score)))
-        return hits
+        return self._with_duplicates(hits, files)
+
+    # ---- duplicates (issue 14; the logic: searchkit.dupes) ---------------------------------
+    def dupes(self, threshold: float | None = None, k: int | None = None,
+              keep: str | None = None, filters: Filters | None = None,
+              exact_only: bool = False, limit: int | None = None) -> "DupesReport":
+        """Groups of exact duplicates (same content hash) and near-duplicates (cosine at or
+        above ``threshold``, default 0.99) among the indexed images within ``filters``,
+        largest first, each with the file to keep by the ``keep`` rule (largest, oldest,
+        newest or shortest-path; default largest). Through a k-NN graph of ``k`` neighbours
+        per image, never all pairs (see :mod:`searchkit.dupes`). ``limit``: list only the
+        largest groups (all are counted)."""
+        from .dupes import DupesOptions, find_dupes
+        options = DupesOptions.parse(threshold, k, keep, exact_only, limit)
+        return find_dupes(self.store, self.info.dim, options, filters)
+
+    def _with_duplicates(self, hits: list[Hit], files: dict) -> list[Hit]:
+        """``hits`` with how many other indexed files hold each one's content (one indexed
+        count for all of them)."""
+        hashes = {h.id: files[h.id].content_hash for h in hits}
+        copies = self.store.content_copies([c for c in hashes.values() if c])
+        return [replace(h, duplicates=copies.get(hashes[h.id], 1) - 1) if hashes[h.id] else h
+                for h in hits]
 
     # ---- reading ---------------------------------------------------------------------------
     def status(self, with_skipped: bool = True) -> LibraryStatus:
@@ -397,7 +455,24 @@ class Library:
             index_device="gpu" if faiss_index.gpu_count() else "cpu",
             busy=self.is_busy(), skipped_files=skipped, problems=self._problems(saved),
             queries="onnx" if self._fast_queries and fast_query.available(
-                self.info.model_name, self.info.model_fingerprint) else "torch")
+                self.info.model_name, self.info.model_fingerprint) else "torch",
+            **self._ocr_status())
+
+    def _ocr_status(self) -> dict:
+        counts = self.store.ocr_counts()
+        return dict(ocr=self.store.ocr_on(), ocr_with_text=counts.with_text,
+                    ocr_failed=counts.failed)
+
+    # ---- text in images (issue 14: index --ocr; the engine: searchkit.ocr) ------------------
+    def set_ocr(self, on: bool) -> None:
+        """Read the text in images from the next index run on (remembered by the library);
+        turned on for an indexed library, that run reads the text of every image it has
+        (their vectors stay). Turned off, the text read so far stays searchable."""
+        with self.writer():
+            self.store.set_ocr(on)
+
+    def ocr_on(self) -> bool:
+        return self.store.ocr_on()
 
     def _problems(self, saved: IndexState) -> list[str]:
         """What is wrong, cheaply (no full scan of the vectors: `searchkit check` does it)."""

@@ -56,6 +56,7 @@ class Filters:
     min_height: int | None = None
     formats: tuple[str, ...] = ()
     camera: str | None = None
+    text_contains: str | None = None   # text read in the image (``index --ocr``) contains this
 
     def active(self) -> bool:
         return any(v not in (None, (), "") for k, v in asdict(self).items() if k != "date_field")
@@ -73,11 +74,13 @@ class Hit:
     modified_at: datetime
     camera_make: str | None
     camera_model: str | None
+    duplicates: int = 0      # other indexed files with the same content (``searchkit dupes``)
 
     @classmethod
-    def from_row(cls, f: File, score: float) -> "Hit":
+    def from_row(cls, f: File, score: float, duplicates: int = 0) -> "Hit":
         return cls(f.id, f.path, score, f.width, f.height, f.format, f.taken_at,
-                   datetime.fromtimestamp(f.mtime_ns / 1e9), f.camera_make, f.camera_model)
+                   datetime.fromtimestamp(f.mtime_ns / 1e9), f.camera_make, f.camera_model,
+                   duplicates)
 
     def to_json(self) -> dict:
         d = asdict(self)

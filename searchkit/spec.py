@@ -33,6 +33,7 @@ MAX_WEIGHT = 100.0
 MAX_SIDE = 1_000_000      # pixels: more than any image the indexer takes
 MAX_ID = 2**63 - 1        # SQLite's integer range
 DEFAULT_K = 10
+MAX_NEEDLE = 200          # characters of a text_contains filter
 
 
 class FieldError(QueryError):
@@ -174,8 +175,10 @@ def parse_filters(path: str | os.PathLike | None = None, glob: str | None = None
                   after: str | None = None, before: str | None = None,
                   date_field: str = "taken", min_width: int | str | None = None,
                   min_height: int | str | None = None, formats: Iterable[str] | str = (),
-                  camera: str | None = None) -> Filters:
-    """Filter values as users give them (strings; formats repeatable or comma-separated)."""
+                  camera: str | None = None, text_contains: str | None = None) -> Filters:
+    """Filter values as users give them (strings; formats repeatable or comma-separated).
+    ``text_contains``: the text read in the image holds it (see :func:`searchkit.ocr.contains`);
+    blank means no filter."""
     if date_field not in DATE_FIELDS:
         raise FieldError("date_field", f"must be one of {', '.join(DATE_FIELDS)}, "
                          f"not {_show(date_field)}")
@@ -189,7 +192,8 @@ def parse_filters(path: str | os.PathLike | None = None, glob: str | None = None
                    date_from=date_from, date_to=date_to, date_field=date_field,
                    min_width=_side(min_width, "min_width"),
                    min_height=_side(min_height, "min_height"),
-                   formats=parse_formats(formats), camera=_optional_text(camera, "camera"))
+                   formats=parse_formats(formats), camera=_optional_text(camera, "camera"),
+                   text_contains=_text_needle(text_contains))
 
 
 def _optional_text(value: Any, name: str) -> str | None:
@@ -199,6 +203,16 @@ def _optional_text(value: Any, name: str) -> str | None:
         raise FieldError(name, f"must be text, not {_kind(value)}")
     _check_unicode(value, name)
     return value
+
+
+def _text_needle(value: Any, name: str = "text_contains") -> str | None:
+    """The text an image's text must contain; whitespace around it is not part of it."""
+    value = _optional_text(value, name)
+    if value is None or not value.strip():
+        return None
+    if len(value) > MAX_NEEDLE:
+        raise FieldError(name, f"is longer than {MAX_NEEDLE} characters")
+    return value.strip()
 
 
 def _side(value: Any, name: str) -> int | None:

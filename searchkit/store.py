@@ -13,6 +13,7 @@ the rows that changed: the saved index is brought up to date in work proportiona
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import operator
 import os
@@ -26,18 +27,20 @@ from typing import Iterator
 import numpy as np
 from sqlalchemy import (Float, Index, Integer, LargeBinary, String, Text, bindparam,
                         create_engine, event, exc, func, or_, select, text, update)
+from sqlalchemy import literal_column, table  # the full-text index's SQL (schema 4)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, defer, mapped_column,
                             sessionmaker)
 
 from .errors import (DiskFullError, LibraryBusyError, LibraryDamagedError, QueryError,
                      SearchkitError)
+from . import ocr
 from .paths import absolute, subtree_prefix
 from .query import DATE_FIELDS, Filters, stored_formats, time_ns
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DB_NAME = "library.db"
 STATUS_OK = "ok"
 STATUS_SKIPPED = "skipped"
@@ -114,6 +117,46 @@ CREATE_LOG = (["CREATE TABLE IF NOT EXISTS changes (seq INTEGER NOT NULL PRIMARY
                  for name, body in LOG_TRIGGERS.items()])
 
 
+# ---- text read in images (issue 14, schema 4; the engine and matching: searchkit.ocr) -------
+class OcrText(Base):
+    """What OCR read in one content, by content hash: copies share it, a moved or re-encoded
+    file keeps it (and a library switched to another model), a changed file has a new hash and
+    is read again. Texts no row holds any more are dropped by :meth:`Store.prune_ocr`."""
+    __tablename__ = "ocr_text"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # ids are the full-text index's rowids
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(32), unique=True)
+    text: Mapped[str] = mapped_column(Text)                  # "" when none was found
+    error: Mapped[str | None] = mapped_column(Text)          # why reading failed, if it did
+    engine: Mapped[str | None] = mapped_column(String(64))   # "rapidocr 3.10.0"
+    read_at: Mapped[float] = mapped_column(Float)
+
+
+# The full-text index of ``ocr_text.text`` (FTS5, external content): kept in step by triggers
+# in the writing transaction, whoever writes. unicode61 folds case and accents and splits at
+# every character that is not a letter or digit ("42.50" is the tokens 42 and 50).
+OCR_TRIGGERS = {
+    "ocr_fts_insert": "AFTER INSERT ON ocr_text BEGIN "
+                      "INSERT INTO ocr_fts (rowid, text) VALUES (NEW.id, NEW.text); END",
+    "ocr_fts_delete": "AFTER DELETE ON ocr_text BEGIN INSERT INTO ocr_fts (ocr_fts, rowid, "
+                      "text) VALUES ('delete', OLD.id, OLD.text); END",
+    "ocr_fts_update": "AFTER UPDATE OF text ON ocr_text BEGIN INSERT INTO ocr_fts (ocr_fts, "
+                      "rowid, text) VALUES ('delete', OLD.id, OLD.text); "
+                      "INSERT INTO ocr_fts (rowid, text) VALUES (NEW.id, NEW.text); END",
+}
+CREATE_OCR_INDEX = (["CREATE VIRTUAL TABLE IF NOT EXISTS ocr_fts USING fts5(text, "
+                     "content='ocr_text', content_rowid='id', "
+                     "tokenize='unicode61 remove_diacritics 2')"]
+                    + [f"CREATE TRIGGER IF NOT EXISTS {name} {body}"
+                       for name, body in OCR_TRIGGERS.items()])
+CREATE_OCR = (["CREATE TABLE IF NOT EXISTS ocr_text (id INTEGER NOT NULL PRIMARY KEY "
+               "AUTOINCREMENT, content_hash VARCHAR(32) NOT NULL UNIQUE, text TEXT NOT NULL, "
+               "error TEXT, engine VARCHAR(64), read_at FLOAT NOT NULL)"]
+              + CREATE_OCR_INDEX)
+OCR_META = "ocr"           # meta key: "1" when index runs read the text in images
+CONTAINS_FUNCTION = "searchkit_contains"   # SQL: searchkit.ocr.contains(text, needle)
+
+
 @dataclass(frozen=True)
 class LibraryInfo:
     """What a library is bound to."""
@@ -135,11 +178,16 @@ MIGRATIONS: dict[int, list[str]] = {
          f"WHERE status = '{STATUS_SKIPPED}' AND skip_source IS NULL")],
     # 2 -> 3: the change log (an index saved before it is rebuilt once, at its next change)
     2: CREATE_LOG,
+    # 3 -> 4: text read in images and its full-text index (issue 14)
+    3: CREATE_OCR,
 }
 # The columns each version's migration added, by table: a database whose schema_version row
 # is damaged is recognised by its columns (searchkit check --repair).
 COLUMNS_ADDED: dict[int, dict[str, set[str]]] = {2: {"files": {"skip_source"}},
-                                                 3: {"changes": {"seq", "id"}}}
+                                                 3: {"changes": {"seq", "id"}},
+                                                 4: {"ocr_text": {"id", "content_hash", "text",
+                                                                  "error", "engine",
+                                                                  "read_at"}}}
 
 
 def _set_pragmas(dbapi_conn, _record) -> None:
@@ -154,7 +202,13 @@ def _set_pragmas(dbapi_conn, _record) -> None:
 def make_engine(directory: Path) -> Engine:
     engine = create_engine(f"sqlite:///{directory / DB_NAME}", future=True)
     event.listen(engine, "connect", _set_pragmas)
+    event.listen(engine, "connect", _add_functions)
     return engine
+
+
+def _add_functions(dbapi_conn, _record) -> None:
+    """SQL functions the store's statements use (the text filter's exact check)."""
+    dbapi_conn.create_function(CONTAINS_FUNCTION, 2, ocr.contains, deterministic=True)
 
 
 def vector_to_blob(v: np.ndarray) -> bytes:
@@ -266,6 +320,8 @@ def filter_conditions(filters: Filters) -> list:
         conds.append(File.format.in_(stored_formats(filters.formats)))
     if filters.camera:
         conds.append(_camera_condition(filters.camera))
+    if filters.text_contains:
+        conds.append(_text_condition(filters.text_contains))
     return conds
 
 
@@ -287,6 +343,30 @@ def _camera_condition(camera: str):
     return or_(*(func.lower(col).contains(part, autoescape=True) for col in (
         File.camera_make, File.camera_model,
         func.coalesce(File.camera_make, "") + " " + func.coalesce(File.camera_model, ""))))
+
+
+# ---- text read in images as SQL (issue 14, schema 4) ----------------------------------------
+_FTS = literal_column("ocr_fts")
+_FTS_ROWID = literal_column("ocr_fts.rowid")
+
+
+def _fts_rowids(match: str):
+    """SQL: the ``ocr_text`` ids whose text the FTS5 query ``match`` matches."""
+    return select(_FTS_ROWID).select_from(table("ocr_fts")).where(_FTS.op("MATCH")(match))
+
+
+def _text_condition(needle: str):
+    """Files whose content's text contains ``needle`` (searchkit.ocr.contains: case, accents
+    and whitespace folded). The full-text index finds the texts holding its words as a phrase
+    at a word's start (``42.5`` finds ``42.50``); the exact check keeps those that contain it
+    as written (``42.50`` is not ``42,50``). A needle without letters or digits is checked
+    against every text."""
+    texts = select(OcrText.content_hash).where(
+        getattr(func, CONTAINS_FUNCTION)(OcrText.text, needle))
+    match = ocr.phrase_query(needle)
+    if match is not None:
+        texts = texts.where(OcrText.id.in_(_fts_rowids(match)))
+    return File.content_hash.in_(texts)
 
 
 class Store:
@@ -347,7 +427,7 @@ class Store:
         with self.errors():
             Base.metadata.create_all(self.engine)
         with self.session() as s:
-            for stmt in CREATE_LOG:
+            for stmt in CREATE_LOG + CREATE_OCR_INDEX:
                 s.execute(text(stmt))
             for k, v in (("schema_version", SCHEMA_VERSION), ("model_name", model_name),
                          ("model_fingerprint", fingerprint), ("dim", dim), ("vectors_version", 0)):
@@ -459,6 +539,7 @@ class Store:
         with self.session() as s:
             gone = s.execute(File.__table__.delete().where(path_under(File.path, root))).rowcount
             s.execute(Root.__table__.delete().where(path_under(Root.path, root)))
+            self._prune_ocr(s)
             self.bump_version(s)
         return gone
 
@@ -700,6 +781,7 @@ class Store:
                 rows = [r.values() for r in changes.upserts]
                 s.execute(table.delete().where(File.path.in_([r["path"] for r in rows])))
                 s.execute(table.insert(), rows)
+            self._put_ocr(s, changes.ocr)
             self.bump_version(s)
 
     # ---- import and export of embeddings (issue 12; searchkit.parquet_io) -------------------
@@ -765,6 +847,147 @@ class Store:
         with self.session() as s:
             lo, hi = s.execute(select(func.min(File.id), func.max(File.id))).one()
         return None if lo is None else (lo, hi)
+
+    # ---- duplicates (issue 14; the logic: searchkit.dupes) -----------------------------------
+    def count_ok(self, filters: Filters | None = None) -> int:
+        """Ok rows within ``filters``."""
+        conds = filter_conditions(filters) if filters is not None else []
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(File)
+                            .where(File.status == STATUS_OK, *conds))
+
+    def duplicate_contents(self, filters: Filters | None = None) -> list[list[int]]:
+        """The ids of the ok rows within ``filters`` that hold one content (content hash), for
+        each content two or more such rows hold (ids ascending; contents in hash order)."""
+        conds = [File.status == STATUS_OK, File.content_hash.is_not(None),
+                 *(filter_conditions(filters) if filters is not None else [])]
+        shared = (select(File.content_hash).where(*conds).group_by(File.content_hash)
+                  .having(func.count() > 1))
+        q = (select(File.content_hash, File.id).where(*conds, File.content_hash.in_(shared))
+             .order_by(File.content_hash, File.id))
+        groups: list[list[int]] = []
+        last = None
+        with self.session() as s:
+            for h, i in s.execute(q):
+                if h != last:
+                    groups.append([])
+                    last = h
+                groups[-1].append(i)
+        return groups
+
+    def content_copies(self, hashes: list[str]) -> dict[str, int]:
+        """How many ok rows hold each of these contents (by content hash; the hash index
+        counts them), for those some row holds."""
+        wanted = sorted({h for h in hashes if h})
+        out: dict[str, int] = {}
+        with self.session() as s:
+            for start in range(0, len(wanted), 500):
+                out.update(s.execute(
+                    select(File.content_hash, func.count()).where(
+                        File.status == STATUS_OK,
+                        File.content_hash.in_(wanted[start:start + 500]))
+                    .group_by(File.content_hash)).all())
+        return out
+
+    def content_vectors(self, filters: Filters | None = None, chunk: int = 10_000
+                        ) -> Iterator[list[tuple[int, str | None, bytes | None]]]:
+        """(id, content_hash, vector) of every ok row within ``filters``, by id, ``chunk``
+        rows at a time (bounded memory; each chunk its own read)."""
+        conds = [File.status == STATUS_OK,
+                 *(filter_conditions(filters) if filters is not None else [])]
+        last = -1
+        while True:
+            with self.session() as s:
+                rows = s.execute(select(File.id, File.content_hash, File.vector)
+                                 .where(*conds, File.id > last)
+                                 .order_by(File.id).limit(chunk)).all()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [tuple(r) for r in rows]
+
+    # ---- text read in images (issue 14, schema 4; searchkit.ocr) ---------------------------
+    def ocr_on(self) -> bool:
+        """Whether index runs read the text in this library's images (``index --ocr``)."""
+        return self.get_meta(OCR_META) == "1"
+
+    def set_ocr(self, on: bool) -> None:
+        self.set_meta(OCR_META, "1" if on else "0")
+
+    def has_ocr_text(self) -> bool:
+        """Whether text was found in any content (then text queries are hybrid by default)."""
+        with self.session() as s:
+            return s.scalar(select(OcrText.id).where(OcrText.text != "").limit(1)) is not None
+
+    def ocr_hashes(self) -> set[str]:
+        """The contents whose text was read (or failed to be)."""
+        with self.session() as s:
+            return set(s.scalars(select(OcrText.content_hash)))
+
+    def paths_without_ocr(self, roots: list[str]) -> set[str]:
+        """Paths of ok rows under ``roots`` whose content's text was never read (OCR turned on
+        for a library indexed without it: an index run reads them, nothing else)."""
+        read = select(OcrText.id).where(OcrText.content_hash == File.content_hash)
+        with self.session() as s:
+            return {p for root in roots for p in s.scalars(select(File.path).where(
+                path_under(File.path, root), File.status == STATUS_OK,
+                File.content_hash.is_not(None), ~read.exists()))}
+
+    def prune_ocr(self) -> int:
+        """Drop the texts of contents no row holds any more; how many."""
+        with self.session() as s:
+            return self._prune_ocr(s)
+
+    @staticmethod
+    def _prune_ocr(s: Session) -> int:
+        held = select(File.id).where(File.content_hash == OcrText.content_hash)
+        return s.execute(OcrText.__table__.delete().where(~held.exists())).rowcount
+
+    @staticmethod
+    def _put_ocr(s: Session, rows: list[OcrRow]) -> None:
+        """Store texts (an upsert by content hash; triggers keep the full-text index)."""
+        if not rows:
+            return
+        s.execute(text(
+            "INSERT INTO ocr_text (content_hash, text, error, engine, read_at) "
+            "VALUES (:content_hash, :text, :error, :engine, :read_at) "
+            "ON CONFLICT(content_hash) DO UPDATE SET text = excluded.text, "
+            "error = excluded.error, engine = excluded.engine, read_at = excluded.read_at"),
+            [dataclasses.asdict(r) for r in rows])
+
+    def ocr_counts(self) -> OcrCounts:
+        """Indexed images whose text was read, found some, or failed to be read."""
+        with self.session() as s:
+            row = s.execute(select(
+                func.count(OcrText.id), func.count(OcrText.id).filter(OcrText.text != ""),
+                func.count(OcrText.error)).select_from(File)
+                .join(OcrText, OcrText.content_hash == File.content_hash)
+                .where(File.status == STATUS_OK)).one()
+        return OcrCounts(*row)
+
+    def ocr_texts(self, ids: list[int]) -> dict[int, str]:
+        """The text read in each of these rows' images that has one, by row id."""
+        with self.session() as s:
+            return dict(s.execute(select(File.id, OcrText.text)
+                                  .join(OcrText, OcrText.content_hash == File.content_hash)
+                                  .where(File.id.in_(ids), OcrText.text != "")).all())
+
+    def ocr_ranking(self, words: list[str], limit: int,
+                    filters: Filters | None = None) -> list[int]:
+        """Ok row ids whose image's text holds any of ``words``, best first by FTS5's bm25
+        (more of the words, rarer words, shorter texts first), at most ``limit``, within
+        ``filters``."""
+        match = ocr.any_word_query(words)
+        if match is None:
+            return []
+        conds = filter_conditions(filters) if filters is not None else []
+        q = (select(File.id).select_from(table("ocr_fts"))
+             .join(OcrText, OcrText.id == _FTS_ROWID)
+             .join(File, File.content_hash == OcrText.content_hash)
+             .where(_FTS.op("MATCH")(match), File.status == STATUS_OK, *conds)
+             .order_by(func.bm25(_FTS), File.id).limit(limit))
+        with self.session() as s:
+            return list(s.scalars(q))
 
 
 # An imported row (issue 12) was never stat'ed on this machine: no file has a negative size, so
@@ -835,6 +1058,24 @@ class Touch:
     mtime_ns: int
 
 
+@dataclass(frozen=True)
+class OcrRow:
+    """The text read in one content, to write (:class:`OcrText`)."""
+    content_hash: str
+    text: str
+    error: str | None
+    engine: str | None
+    read_at: float
+
+
+@dataclass(frozen=True)
+class OcrCounts:
+    """Indexed images (ok rows) by what reading their text gave."""
+    read: int        # read, text found or not
+    with_text: int   # some text found
+    failed: int      # reading failed (the image is indexed all the same)
+
+
 @dataclass
 class Changes:
     """Writes decided by an index run, applied together by :meth:`Store.apply`."""
@@ -842,9 +1083,11 @@ class Changes:
     moves: list[Move] = field(default_factory=list)
     touches: list[Touch] = field(default_factory=list)
     deletes: list[int] = field(default_factory=list)
+    ocr: list[OcrRow] = field(default_factory=list)   # text read in images (by content)
 
     def __len__(self) -> int:
-        return len(self.upserts) + len(self.moves) + len(self.touches) + len(self.deletes)
+        return (len(self.upserts) + len(self.moves) + len(self.touches) + len(self.deletes)
+                + len(self.ocr))
 
     def singles(self) -> Iterator[Changes]:
         """Each change on its own, in the order :meth:`Store.apply` applies them."""
@@ -853,6 +1096,7 @@ class Changes:
         yield from (Changes(moves=[m]) for m in self.moves)
         yield from (Changes(touches=[t]) for t in self.touches)
         yield from (Changes(upserts=[u]) for u in self.upserts)
+        yield from (Changes(ocr=[o]) for o in self.ocr)
 
 
 # Errors that one row's values cause (a value SQLite cannot bind, a constraint). Any other

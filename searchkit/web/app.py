@@ -23,9 +23,11 @@ from ..query import Filters, Query as SearchQuery
 from ..spec import FieldError, parse_query_spec
 from ..store import File as FileRow
 from .batching import DecodeSlots
+from .dupes import dupes_routes
 from .config import PAGE_HEADERS, THUMB_DIR, WebConfig
 from .guards import LOGIN_PATH, TOKEN_COOKIE, BodyLimit, TokenAuth, token_ok
-from .params import MAX_ID, MAX_TERMS, MAX_TEXT, RowId, TextTerm, Weight, filter_params
+from .params import (MAX_ID, MAX_TERMS, MAX_TEXT, Hybrid, RowId, TextTerm, Weight,
+                     filter_params)
 from .schemas import ErrorOut, ImageOut, SearchResponse, SkippedOut, StatusOut, Timings, \
     ValidationErrorOut, hit_out, image_out
 from .originals import Original, OriginalUnavailable, open_original
@@ -71,6 +73,7 @@ def create_app(library: Library, config: WebConfig | None = None,
     _install_errors(app)
     _search_routes(app, searcher, config, slots)
     _status_route(app, library)
+    dupes_routes(app, library)
     _image_routes(app, library, thumbs)
     _page_routes(app, library, config)
     _docs_routes(app)
@@ -131,9 +134,10 @@ def _search_routes(app: FastAPI, searcher: Searcher, config: WebConfig,
         if k > config.max_k:
             raise HTTPException(400, f"k must be at most {config.max_k}")
 
-    def respond(query: SearchQuery, k: int, filters: Filters, threshold) -> SearchResponse:
+    def respond(query: SearchQuery, k: int, filters: Filters, threshold,
+                hybrid: bool | None = None) -> SearchResponse:
         check_k(k)
-        hits, timings = searcher.search(query, k, filters, threshold)
+        hits, timings = searcher.search(query, k, filters, threshold, hybrid)
         return SearchResponse(hits=[hit_out(h) for h in hits], timings=_timings_out(timings))
 
     @app.get("/api/search", response_model=SearchResponse, responses=ERRORS, tags=["search"])
@@ -146,6 +150,7 @@ def _search_routes(app: FastAPI, searcher: Searcher, config: WebConfig,
         like_weight: Weight = 1.0,
         k: K = 10,
         threshold: Threshold = None,
+        hybrid: Hybrid = None,
         filters: Filters = Depends(filter_params),
     ) -> SearchResponse:
         """Search by text, "more like" stored images (``like``), or both; ``not`` terms are
@@ -153,7 +158,7 @@ def _search_routes(app: FastAPI, searcher: Searcher, config: WebConfig,
         spec = _query_spec(dict(text=q, **{"not": negatives}, like=like, k=k,
                                      text_weight=text_weight, not_weight=not_weight,
                                      like_weight=like_weight))
-        return respond(spec.query, spec.k, filters, threshold)
+        return respond(spec.query, spec.k, filters, threshold, hybrid)
 
     @app.post("/api/search", response_model=SearchResponse, responses=ERRORS, tags=["search"])
     def search_upload(
@@ -168,6 +173,7 @@ def _search_routes(app: FastAPI, searcher: Searcher, config: WebConfig,
         like_weight: Annotated[float, Form(ge=-100, le=100, allow_inf_nan=False)] = 1.0,
         k: K = 10,
         threshold: Threshold = None,
+        hybrid: Hybrid = None,
         filters: Filters = Depends(filter_params),
     ) -> SearchResponse:
         """Search by an uploaded image (multipart), optionally combined with text, negative
@@ -182,7 +188,7 @@ def _search_routes(app: FastAPI, searcher: Searcher, config: WebConfig,
                                          k=k, text_weight=text_weight,
                                          image_weight=image_weight, not_weight=not_weight,
                                          like_weight=like_weight))
-            return respond(spec.query, spec.k, filters, threshold)
+            return respond(spec.query, spec.k, filters, threshold, hybrid)
 
 
 def _status_route(app: FastAPI, library: Library) -> None:

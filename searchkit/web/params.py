@@ -25,6 +25,10 @@ RowId = Annotated[int, Field(ge=0, le=MAX_ID)]
 Weight = Annotated[float, Query(ge=-spec.MAX_WEIGHT, le=spec.MAX_WEIGHT, allow_inf_nan=False)]
 TextTerm = Annotated[str | None, Query(max_length=MAX_TEXT, description="What to look for, "
                                        "in words")]
+Hybrid = Annotated[bool | None, Query(description="Lift images whose text (read by `searchkit "
+                                      "index --ocr`) holds the query's words (reciprocal-rank "
+                                      "fusion with the image model's ranking); default: when "
+                                      "the library has such text; false: the model alone")]
 
 
 def filter_params(
@@ -45,13 +49,17 @@ def filter_params(
         max_length=len(FORMATS), description="Only these formats (repeatable)")] = None,
     camera: Annotated[str | None, Query(max_length=200, description="Camera make/model "
                                         "contains")] = None,
+    text_contains: Annotated[str | None, Query(
+        max_length=spec.MAX_NEEDLE, description="Only images whose text (read by `searchkit "
+        "index --ocr`) contains this, ignoring case and accents", examples=["42.50"])] = None,
 ) -> Filters:
     """The CLI's filters (``searchkit search --path/--glob/--after/...``) as query parameters,
     read by the same parser (:func:`searchkit.spec.parse_filters`)."""
     try:
         return spec.parse_filters(path=folder, glob=glob, after=after, before=before,
                                   date_field=date_field, min_width=min_width,
-                                  min_height=min_height, formats=format or (), camera=camera)
+                                  min_height=min_height, formats=format or (), camera=camera,
+                                  text_contains=text_contains)
     except spec.FieldError as e:
         name = {"path": "folder"}.get(e.field, e.field)
         raise RequestValidationError([{"loc": ("query", name), "msg": e.problem,

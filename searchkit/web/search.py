@@ -51,11 +51,13 @@ class Searcher:
         self.encoder.encode_texts(["warm up"])
 
     def search(self, query: Query, k: int, filters: Filters | None = None,
-               threshold: float | None = None) -> tuple[list[Hit], RequestTimings]:
+               threshold: float | None = None, hybrid: bool | None = None
+               ) -> tuple[list[Hit], RequestTimings]:
         t0 = time.perf_counter()
         enc = self.encoder
         enc.reset_stats()  # its queueing time is counted per thread
-        result = self.library.search_with_timings(query, k, filters, threshold, encoder=enc)
+        result = self.library.search_with_timings(query, k, filters, threshold, encoder=enc,
+                                                  hybrid=hybrid)
         t = result.timings
         return result.hits, RequestTimings(queue=enc.last_wait, encode=t.encode - enc.last_wait,
                                            faiss=t.faiss, sqlite=t.sqlite,

@@ -32,6 +32,7 @@ def test_far_dates_are_valid_filters_on_the_web(client, params, everything):
 @pytest.mark.parametrize("params,name", [
     ({"after": "June"}, "after"), ({"before": "2024-02-30"}, "before"),
     ({"after": "2025", "before": "2024"}, "after"), ({"before": "10000"}, "before"),
+    ({"text_contains": "x" * 201}, "text_contains"),
 ])
 def test_unreadable_filters_are_422_naming_the_parameter(client, params, name):
     r = client.get("/api/search", params={"q": "x", **params})

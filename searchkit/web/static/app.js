@@ -15,6 +15,8 @@
     if (before) p.set("before", before);
     if (after || before) p.set("date_field", $("date-field").value);
     if (folder) p.set("folder", folder);
+    const textContains = $("text-contains").value.trim();
+    if (textContains) p.set("text_contains", textContains);
     document.querySelectorAll("#formats input:checked").forEach((c) => p.append("format", c.value));
     return p;
   }
@@ -110,6 +112,7 @@
       like.title = "More like this";
       like.addEventListener("click", () => moreLike(h));
       info.append(score, name, like);
+      if (h.duplicates > 0) info.insertBefore(copiesBadge(h.duplicates), like);
       li.append(open, info);
       list.appendChild(li);
     }
@@ -223,6 +226,124 @@
     $("formats").addEventListener("change", () => search());
   }
 
+  // ---- duplicates view (GET /api/dupes): groups of the same picture, the kept file first ----
+  function copiesBadge(n) {
+    const b = document.createElement("span");
+    b.className = "copies";
+    b.textContent = "×" + (n + 1);
+    b.title = n + (n === 1 ? " other file has" : " other files have") + " the same content";
+    return b;
+  }
+
+  function humanBytes(n) {
+    const units = ["B", "KB", "MB", "GB", "TB"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+    return (i ? n.toFixed(1) : String(n)) + " " + units[i];
+  }
+
+  function showView(name) {
+    const dupes = name === "dupes";
+    $("search-view").hidden = dupes;
+    $("dupes-view").hidden = !dupes;
+    $("tab-search").removeAttribute("aria-current");
+    $("tab-dupes").removeAttribute("aria-current");
+    $(dupes ? "tab-dupes" : "tab-search").setAttribute("aria-current", "page");
+  }
+
+  function dupesSay(text, isError) {
+    const m = $("dupes-message");
+    m.textContent = text || "";
+    m.classList.toggle("error", !!isError);
+  }
+
+  async function findDupes() {
+    const params = filterParams();
+    params.delete("k");
+    const t = $("dupes-threshold").value.trim();
+    if (t) params.set("threshold", t);
+    params.set("keep", $("dupes-keep").value);
+    if ($("dupes-exact").checked) params.set("exact_only", "true");
+    dupesSay("Looking for duplicates…");
+    document.body.classList.add("busy");
+    try {
+      const res = await request("/api/dupes?" + params);
+      renderGroups(res.groups);
+      dupesSay(res.groups_total ? res.groups_total.toLocaleString() + " groups, " +
+        res.redundant.toLocaleString() + " files could go (" + humanBytes(res.reclaimable_bytes) +
+        ") among " + res.images.toLocaleString() + " images" +
+        (res.groups.length < res.groups_total ? "; the largest " + res.groups.length + " shown" : "")
+        : "No duplicates among " + res.images.toLocaleString() + " images.");
+    } catch (e) {
+      renderGroups([]);
+      dupesSay(e.message, true);
+    } finally {
+      document.body.classList.remove("busy");
+    }
+  }
+
+  const KINDS = { exact: "exact copies", near: "near-duplicates", mixed: "exact copies and near-duplicates" };
+
+  function renderGroups(groups) {
+    const list = $("groups");
+    list.replaceChildren();
+    for (const g of groups) {
+      const li = document.createElement("li");
+      li.className = "group";
+      const head = document.createElement("p");
+      head.className = "group-head";
+      head.textContent = g.files + " files · " + KINDS[g.kind] + " · the others take " +
+        humanBytes(g.reclaimable_bytes);
+      const cards = document.createElement("ul");
+      cards.className = "grid";
+      for (const m of g.members) cards.appendChild(memberCard(m));
+      li.append(head, cards);
+      list.appendChild(li);
+    }
+  }
+
+  function memberCard(m) {
+    const li = document.createElement("li");
+    li.className = "card" + (m.keep ? " keep" : "");
+    li.dataset.id = m.id;
+    const open = document.createElement("a");
+    open.className = "open";
+    open.href = m.image_url;
+    open.target = "_blank";
+    open.rel = "noopener";
+    open.title = m.path;
+    const img = document.createElement("img");
+    img.loading = "lazy";
+    img.alt = basename(m.path);
+    img.src = m.thumb_url;
+    open.appendChild(img);
+    const info = document.createElement("div");
+    info.className = "info";
+    const tag = document.createElement("span");
+    tag.className = "score";
+    tag.textContent = m.keep ? "keep" : m.same_content ? "same file" :
+      m.similarity === null ? "" : m.similarity.toFixed(3);
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = basename(m.path);
+    const size = document.createElement("span");
+    size.className = "muted";
+    size.textContent = m.width ? m.width + "×" + m.height : "";
+    info.append(tag, name, size);
+    li.append(open, info);
+    return li;
+  }
+
+  function route() { showView(location.hash === "#dupes" ? "dupes" : "search"); }
+
+  function wireDupes() {
+    $("dupes-form").addEventListener("submit", (e) => { e.preventDefault(); findDupes(); });
+    $("search-form").addEventListener("submit", () => { if (location.hash === "#dupes") location.hash = ""; });
+    window.addEventListener("hashchange", route);
+    route();
+  }
+
   wire();
+  wireDupes();
   loadStatus();
 })();
