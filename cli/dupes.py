@@ -11,7 +11,8 @@ from .common import LibraryOption, Whole, library_dir, print_json, show, table_c
     user_errors
 from .library_cmds import (AfterOption, BeforeOption, CameraOption, DateFieldOption,
                            FormatOption, GlobOption, JsonOption, MinHeightOption,
-                           MinWidthOption, PathOption, _filters, _read_as_options)
+                           MinWidthOption, PathOption, TextContainsOption, _filters,
+                           _read_as_options)
 
 
 def dupes_cmd(
@@ -37,6 +38,7 @@ def dupes_cmd(
     min_height: Optional[int] = MinHeightOption,
     formats: list[str] = FormatOption,
     camera: Optional[str] = CameraOption,
+    text_contains: Optional[str] = TextContainsOption,
     library: Optional[Path] = LibraryOption,
     json_out: bool = JsonOption,
 ) -> None:
@@ -51,7 +53,7 @@ def dupes_cmd(
     from searchkit.dupes import DupesOptions
     with _read_as_options():
         filters = _filters(path, glob, after, before, date_field, min_width, min_height,
-                           formats, camera)
+                           formats, camera, text_contains)
         options = DupesOptions.parse(threshold, k, keep, exact_only, limit)
     lib = Library.open(library_dir(library))
     report = lib.dupes(options.threshold, options.k, options.keep, filters, options.exact_only,

@@ -389,6 +389,8 @@ def test_cli_keep_and_threshold_options_are_used(cli_lib):
     assert d["groups"][0]["kind"] == "exact"  # b (0.995) is below 0.999
     r = run("--library", cli_lib, "--json", "--exact-only", "--path", "/q")
     assert r.exit_code == 0 and json.loads(r.stdout)["groups"] == []
+    r = run("--library", cli_lib, "--json", "--text-contains", "42.50")  # no text was read
+    assert r.exit_code == 0 and json.loads(r.stdout)["groups"] == []
 
 
 @pytest.mark.parametrize("args, words", [
