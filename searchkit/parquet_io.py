@@ -122,8 +122,8 @@ def _open_parquet(path: Path) -> pq.ParquetFile:
         raise file_error(path, "no such file")
     if path.is_dir():
         raise file_error(path, "it is a folder, not a Parquet file")
-    try:
-        return pq.ParquetFile(path)
+    try:  # pre_buffer (the default) would keep every row group read until the file is closed
+        return pq.ParquetFile(path, pre_buffer=False)
     except (OSError, pa.ArrowException) as e:
         raise file_error(path, f"not a Parquet file ({str(e).splitlines()[0]})") from e
 

@@ -311,3 +311,23 @@ def test_an_index_run_removes_imported_rows_under_its_folder_whose_files_are_not
     report = Indexer(lib).run([str(indexed)])
     assert report.removed == 1
     assert outside in stored(lib) and gone not in stored(lib)
+
+
+def test_reading_a_file_holds_one_row_group_at_a_time(tmp_path):
+    """Memory stays flat however many rows the file has (Arrow's pre-buffering would keep
+    every row group read until the end)."""
+    dim, per_group, groups = 64, 1000, 40
+    f = tmp_path / "many.parquet"
+    with pq.ParquetWriter(f, pa.schema([("path", pa.string()),
+                                         ("vector", pa.list_(pa.float32(), dim))])) as w:
+        for g in range(groups):
+            flat = pa.array(unit_rows(per_group, dim, seed=g).reshape(-1))
+            w.write_table(pa.table({"path": [f"/g{g}/{i}.jpg" for i in range(per_group)],
+                                    "vector": pa.FixedSizeListArray.from_arrays(flat, dim)}))
+    group_bytes = per_group * dim * 4
+    base, peak, rows = pa.total_allocated_bytes(), 0, 0
+    for batch in EmbeddingsReader(f).batches(dim, batch_rows=500):
+        rows += len(batch.paths)
+        peak = max(peak, pa.total_allocated_bytes() - base)
+    assert rows == groups * per_group
+    assert peak < 10 * group_bytes, (peak, group_bytes)  # pre-buffered: all 40
