@@ -13,28 +13,33 @@ decisions and nothing else (loading, saving, stamps and the delta of recent chan
   re-scores its best ``rerank`` candidates exactly from their stored float32 vectors, fetched
   by id through ``fetch_vectors`` (the library reads them from SQLite by primary key).
 
-Kinds by size, measured on realistic 512-d vectors (``bench/bench_index_choice.py``,
-``bench/results/index_choice.md``; ``bench/bench_scale.py``, ``bench/results/scale.md``; a
-2-core machine, one search thread)::
+Kinds by size, measured on realistic 512-d vectors (a mixture fitted to searchkit-lite
+embeddings of the align images: ``bench/realistic_vectors.py``; ``bench/bench_index_choice.py``
+-> ``bench/results/index_choice.md``; ``bench/bench_scale.py`` -> ``bench/results/scale.md``;
+2 shared cores, one search thread)::
 
-    rows n                         kind      index bytes/vector (d=512)
-    n < FLAT_MAX_ROWS (50k)        flat      2,048 + id map   exact; a query scans n x d
-    FLAT_MAX_ROWS <= n < PQ_MIN    ivf-sq8   512 + 8 id       + re-rank of the best 50
-    n >= PQ_MIN_ROWS (4M)          ivf-pq    64 + 8 id        OPQ, + re-rank of the best 200
+    rows n                        kind      index bytes/vector (d=512)
+    n < FLAT_MAX_ROWS (50k)       flat      2,048 (+ id map)   exact
+    50k <= n < PQ_MIN_ROWS (4M)   ivf-sq8   512 + 8 id         re-rank of the best 50
+    n >= PQ_MIN_ROWS              ivf-pq    64 + 8 id (OPQ)    re-rank of the best 200
 
-* Below ``FLAT_MAX_ROWS`` exact search takes a few ms (50k x 512 floats) and needs no
-  training, so nothing approximate is worth its recall loss (bench_search.py).
-* From ``FLAT_MAX_ROWS``: IVF. Realistic vectors are not the isotropic clusters that flatter
-  IVF; at nlist = 2 sqrt(n) and ``nprobe`` = ``NPROBE`` recall@10 is above 0.95. SQ8 codes
-  (one byte per dimension) score almost exactly like float32 (IVF-SQ8 recall equals IVF-Flat
-  recall within 0.005 once the best ``SQ8_RERANK`` are re-scored), take a quarter of the bytes
-  and scan faster, so IVF-Flat (float32 stored twice) is never chosen; HNSW is not either: it
-  cannot remove ids, cannot be memory-mapped, builds 100x slower than IVF on two cores and a
-  filtered HNSW search is slower than exact search.
+* Below ``FLAT_MAX_ROWS`` exact search takes a few ms (50k x 512 floats, about 10 ms on one
+  thread here) and needs no training: nothing approximate is worth its recall loss.
+* From ``FLAT_MAX_ROWS``: IVF with nlist = sqrt(n) (1,000 lists at 1M) and ``nprobe`` so that a
+  search scans about ``SCAN_ROWS`` codes (:func:`nprobe_for`: 8 lists at 1M). At 1M that gave
+  recall@10 0.974 (0.986 after re-ranking 50) in 0.4-0.5 ms against 181 ms for exact search
+  (about 370x); 2 sqrt(n) lists search faster (0.99 in 0.3 ms) but k-means and list assignment
+  then take twice as long, past the 2-minute build on two busy cores. SQ8 codes (one byte per
+  dimension) rank almost like float32 (equal recall within 0.005 once the best ``SQ8_RERANK``
+  are re-scored), take a quarter of the bytes and scan faster, so IVF-Flat (float32 stored
+  twice: SQLite and index) is never chosen. HNSW is not either: it cannot remove ids, its graph
+  is not memory-mapped, it builds far slower than IVF on two cores and a filtered HNSW search
+  is no faster than an exact one.
 * From ``PQ_MIN_ROWS``: SQ8 codes outgrow memory (10M x 512 B = 5 GB); OPQ + PQ with
   ``dim / 8`` one-byte sub-quantizers (64 B for 512-d, 32x smaller than float32) keep a 10M
-  index near 0.7 GB, and re-scoring the best ``PQ_RERANK`` candidates from their float32
-  vectors brings recall back above 0.95.
+  index near 0.7 GB, and the best ``PQ_RERANK`` candidates are re-scored from their float32
+  vectors. (This crossover is set by memory, not by a 10M measurement on this machine: see
+  scale.md for what ran.)
 
 Filters: an IVF search restricted to ``allowed`` ids probes ``nprobe / fraction`` lists (at
 most all of them), so it scans about as many allowed vectors as an unfiltered search does;
@@ -51,8 +56,8 @@ its id map, IVF through a hash-table direct map, which also gives ``reconstruct`
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
-from typing import Callable, Iterable
 
 import faiss
 import numpy as np
@@ -66,14 +71,15 @@ COMPRESSED = (IVF_SQ8, IVF_PQ)   # kinds whose scores are approximate: re-ranked
 
 FLAT_MAX_ROWS = 50_000         # below: exact search (a few ms per query at 512-d)
 PQ_MIN_ROWS = 4_000_000        # from here: PQ codes (SQ8 codes would take n x dim bytes)
-IVF_LISTS_PER_SQRT = 2         # nlist = 2 sqrt(n): k-means on 2 cores stays within the build budget
+IVF_LISTS_PER_SQRT = 1         # nlist = sqrt(n): k-means and list assignment fit the build budget
 MIN_ROWS_PER_LIST = 39         # FAISS wants 39 training points per centroid
-NPROBE = 24                    # lists probed by an unfiltered search (recall@10 >= 0.95)
+SCAN_ROWS = 8_000              # codes an unfiltered search scans: nprobe = SCAN_ROWS / list size
+MIN_NPROBE = 8
 SQ8_RERANK = 50                # candidates re-scored exactly for an IVF-SQ8 search
 PQ_RERANK = 200                # ... for an IVF-PQ search
 PQ_DIMS_PER_BYTE = 8           # PQ sub-quantizers: dim / 8 of them, one byte each
 PQ_BITS = 8
-TRAIN_ROWS_PER_LIST = 64       # the training sample: 64 rows per list ...
+TRAIN_ROWS_PER_LIST = 40       # the training sample: 40 rows per list ...
 MIN_TRAIN_ROWS = 65_536        # ... and at least this many (PQ codebooks: 256 per centroid)
 KMEANS_ITERATIONS = 10         # k-means iterations of the coarse quantizer (FAISS: 25)
 OPQ_ITERATIONS = 20            # rotation updates while training OPQ (FAISS: 50)
@@ -81,7 +87,7 @@ BITMAP_BYTES_PER_ID = 16       # a bitmap selector while it takes at most this p
 EXACT_CHUNK_ROWS = 8_192       # rows re-scored at a time by exact_among
 ID_BYTES = 8
 
-FetchVectors = Callable[[np.ndarray], "tuple[np.ndarray, np.ndarray]"]
+FetchVectors = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 """``fetch_vectors(ids) -> (found_ids, vectors)``: the stored float32 vectors of those ids that
 still exist (any order; ``vectors[i]`` belongs to ``found_ids[i]``)."""
 
@@ -107,7 +113,7 @@ class IndexSpec:
             raise ValueError("pq_m is set for ivf-pq and only for it")
 
     @classmethod
-    def of(cls, record: dict) -> "IndexSpec":
+    def of(cls, record: dict) -> IndexSpec:
         """The spec a stamp recorded; ValueError if it is not one."""
         names = {f.name for f in fields(cls)}
         if not isinstance(record, dict) or "kind" not in record or set(record) - names:
@@ -155,8 +161,8 @@ def choose(n: int, dim: int) -> IndexSpec:
     if n < FLAT_MAX_ROWS:
         return IndexSpec(FLAT)
     nlist = nlist_for(n)
-    common = dict(nlist=nlist, nprobe=min(NPROBE, nlist),
-                  train_rows=min(n, max(nlist * TRAIN_ROWS_PER_LIST, MIN_TRAIN_ROWS)))
+    common = {"nlist": nlist, "nprobe": nprobe_for(n, nlist),
+              "train_rows": min(n, max(nlist * TRAIN_ROWS_PER_LIST, MIN_TRAIN_ROWS))}
     if n < PQ_MIN_ROWS:
         return IndexSpec(IVF_SQ8, rerank=SQ8_RERANK, **common)
     return IndexSpec(IVF_PQ, pq_m=pq_subquantizers(dim), opq=True, rerank=PQ_RERANK, **common)
@@ -164,6 +170,12 @@ def choose(n: int, dim: int) -> IndexSpec:
 
 def nlist_for(n: int) -> int:
     return max(1, min(int(IVF_LISTS_PER_SQRT * math.sqrt(n)), n // MIN_ROWS_PER_LIST))
+
+
+def nprobe_for(n: int, nlist: int) -> int:
+    """Lists to probe so that a search scans about ``SCAN_ROWS`` codes (at least
+    ``MIN_NPROBE`` lists): recall@10 stays >= 0.95 from 50k to 1M rows."""
+    return min(nlist, max(MIN_NPROBE, math.ceil(SCAN_ROWS * nlist / max(n, 1))))
 
 
 def pq_subquantizers(dim: int) -> int:

@@ -119,6 +119,15 @@ def test_lists_grow_with_the_library_but_slower_than_it():
     assert nlists[2] / nlists[1] < 10
 
 
+def test_a_search_scans_about_the_same_number_of_codes_at_every_size():
+    for n in (ann.FLAT_MAX_ROWS, 200_000, 1_000_000, 3_000_000):
+        spec = ann.choose(n, 512)
+        scanned = spec.nprobe * n / spec.nlist
+        assert spec.nprobe >= ann.MIN_NPROBE
+        assert scanned >= ann.SCAN_ROWS or spec.nprobe == spec.nlist
+        assert scanned <= 2 * ann.SCAN_ROWS or spec.nprobe == ann.MIN_NPROBE
+
+
 def test_spec_round_trips_through_its_record_and_refuses_others():
     spec = ann.choose(ann.PQ_MIN_ROWS, 512)
     assert ann.IndexSpec.of(spec.record()) == spec
