@@ -94,7 +94,7 @@ def library(readme_env) -> Path:
 
 
 COMMANDS = {"index", "search", "similar", "classify", "evaluate", "finetune", "serve", "status",
-            "check", "forget", "models"}
+            "check", "forget", "models", "import", "export", "dupes"}
 
 
 def test_every_cli_command_is_run_here():
@@ -120,6 +120,19 @@ def test_search_similar_status_check_models(readme_env, library):
     assert json.loads(readme_env.run("status", "--library", library, "--json").stdout)
     readme_env.run("check", "--library", library)
     readme_env.run("models")
+
+
+def test_export_then_import_into_a_new_library(readme_env, library, tmp_path):
+    parquet = tmp_path / "embeddings.parquet"
+    readme_env.run("export", parquet, "--library", library)
+    readme_env.run("import", parquet, "--library", tmp_path / "copy")
+    st = json.loads(readme_env.run("status", "--library", tmp_path / "copy", "--json").stdout)
+    assert st["indexed"] == 46
+
+
+def test_dupes(readme_env, library):
+    p = readme_env.run("dupes", "--library", library, "--json")
+    assert isinstance(json.loads(p.stdout), (list, dict))
 
 
 def test_forget(readme_env, tmp_path):
