@@ -5,8 +5,9 @@ ranking (cosine similarity to the query vector) and the ranking of the images wh
 (``index --ocr``) holds the query's words (FTS5 bm25). Each image scores
 ``sum(1 / (RRF_K + rank))`` over the rankings it appears in (rank 1 = best), and the fused
 order is by that score, ties by CLIP similarity. Each ranking gives its best ``depth``
-images; an image with no text keeps its CLIP term, so it still ranks, and an image found by
-its text alone joins with its text term.
+images; an image with no text keeps its CLIP term, so it still ranks. An image found by its
+text but beyond the CLIP candidates counts as CLIP's next one (``depth + 1``: the best rank it
+can have), so that it is not tied with CLIP's best image for want of a longer CLIP list.
 
 Pure functions; :meth:`searchkit.library.Library.search_with_timings` gathers the rankings.
 """
@@ -35,4 +36,8 @@ def fuse(clip: Sequence[int], clip_scores: Sequence[float], text: Sequence[int],
     text ids missing from ``clip`` (ties are broken by similarity, then id)."""
     cosine = dict(similarity) | dict(zip(clip, clip_scores))
     fused = rrf_scores([list(clip), list(text)], rrf_k)
+    listed = set(clip)
+    for i in text:
+        if i not in listed:  # beyond the CLIP candidates: at best the next one
+            fused[i] += 1.0 / (rrf_k + len(clip) + 1)
     return sorted(fused, key=lambda i: (-fused[i], -cosine.get(i, -2.0), i))[:k]

@@ -84,7 +84,7 @@ class RapidOcrEngine:
         if engine is None:
             from rapidocr import RapidOCR
             engine = RapidOCR(params={
-                "Global.log_level": "warning",
+                "Global.log_level": "error",  # not a line per image without text
                 "EngineConfig.onnxruntime.intra_op_num_threads": self.threads,
                 "EngineConfig.onnxruntime.inter_op_num_threads": 1})
             self._local.engine = engine

@@ -9,6 +9,10 @@ deleted or whose vector or status changes to ``changes``, in the writing transac
 whoever writes (the indexer, forget, rebind, check, an import, a script). ``changes.seq`` only
 grows (AUTOINCREMENT), so "what changed since the index was built at seq S" is a range read of
 the rows that changed: the saved index is brought up to date in work proportional to them.
+
+Text read in images (schema 4, ``index --ocr``): ``ocr_text`` holds one text per content hash,
+and the FTS5 table ``ocr_fts`` indexes it (external content, kept by triggers in the writing
+transaction). Search filters and the hybrid ranking reach files through their content hash.
 """
 
 from __future__ import annotations

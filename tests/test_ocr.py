@@ -110,8 +110,10 @@ def test_a_text_match_lifts_an_image_and_images_without_text_still_rank():
     clip, scores = [1, 2, 3, 4], [0.9, 0.8, 0.7, 0.6]
     assert hybrid.fuse(clip, scores, [], {}, 4) == clip  # no text match: CLIP's order
     assert hybrid.fuse(clip, scores, [4], {}, 4) == [4, 1, 2, 3]
-    # found by its text alone: its text term ties with CLIP's best; similarity decides
-    assert hybrid.fuse(clip, scores, [9], {9: 0.1}, 5) == [1, 9, 2, 3, 4]
+    # found by its text beyond the CLIP candidates: it counts as CLIP's 5th, so it beats
+    # CLIP's best (which shows no word); with no text match, CLIP's best would have stayed
+    assert hybrid.fuse(clip, scores, [9], {9: 0.1}, 5) == [9, 1, 2, 3, 4]
+    assert hybrid.rrf_scores([[1, 2], [2]]) == {1: 1 / 61, 2: 1 / 62 + 1 / 61}
 
 
 # ---- the filter's parser ----------------------------------------------------------------------
@@ -258,8 +260,8 @@ def test_hybrid_takes_a_text_match_from_beyond_the_clip_candidates(lib, indexed)
     qv = lib.query_vector(Query.text("bicycle"))
     scores, top = lib._lift_by_text(qv, np.asarray([2.0], np.float32), np.asarray([other]),
                                     ["bicycle"], 2, None)
-    assert top.tolist() == [other, bike]  # tied fused scores: the higher similarity first
-    assert scores[1] == pytest.approx(float(lib.stored_vector(bike) @ qv), abs=1e-5)
+    assert top.tolist() == [bike, other]  # the text match, though CLIP did not list it
+    assert scores[0] == pytest.approx(float(lib.stored_vector(bike) @ qv), abs=1e-5)
 
 
 def test_hybrid_keeps_to_the_filters_and_skips_image_and_negative_terms(lib, indexed):
