@@ -156,9 +156,10 @@ class IndexSpec:
 
 
 # ---- choosing -------------------------------------------------------------------------------
-def choose(n: int, dim: int) -> IndexSpec:
-    """The index for ``n`` vectors of ``dim`` (the crossovers: see the module docstring)."""
-    if n < FLAT_MAX_ROWS:
+def choose(n: int, dim: int, flat_max_rows: int | None = None) -> IndexSpec:
+    """The index for ``n`` vectors of ``dim`` (the crossovers: see the module docstring);
+    ``flat_max_rows`` replaces ``FLAT_MAX_ROWS`` (the library's own threshold)."""
+    if n < (FLAT_MAX_ROWS if flat_max_rows is None else flat_max_rows):
         return IndexSpec(FLAT)
     nlist = nlist_for(n)
     common = {"nlist": nlist, "nprobe": nprobe_for(n, nlist),

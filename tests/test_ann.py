@@ -102,6 +102,12 @@ def test_choose_takes_sq8_codes_with_rerank_from_the_flat_crossover():
     assert ann.choose(ann.PQ_MIN_ROWS - 1, 512).kind == ann.IVF_SQ8
 
 
+def test_choose_moves_the_flat_crossover_when_asked():
+    spec = ann.choose(400, 32, flat_max_rows=0)
+    assert spec.kind == ann.IVF_SQ8 and 1 <= spec.nprobe <= spec.nlist <= 400 // 39
+    assert spec.train_rows <= 400
+
+
 def test_choose_takes_pq_codes_from_the_pq_crossover():
     spec = ann.choose(ann.PQ_MIN_ROWS, 512)
     assert spec.kind == ann.IVF_PQ and spec.opq and spec.rerank >= 10
