@@ -39,6 +39,9 @@ import faiss
 import numpy as np
 from filelock import FileLock, Timeout
 
+from . import ann
+from .ann import IndexSpec
+
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.faiss"
@@ -46,7 +49,7 @@ STAMP_FILE = "index.json"
 SAVE_LOCK = "index.lock"
 SAVE_LOCK_TIMEOUT_S = 60     # a save waits this long for another process's save to finish
 TEMP_PATTERNS = (INDEX_FILE + ".*.tmp", STAMP_FILE + ".*.tmp")
-IVF_THRESHOLD = 50_000       # rows; below it exact search is fast enough (bench_search.py)
+IVF_THRESHOLD = ann.FLAT_MAX_ROWS  # rows; below it exact search (the kinds: searchkit.ann)
 IVF_LISTS_PER_SQRT = 4       # nlist = 4 * sqrt(n), the usual FAISS guidance
 IVF_NPROBE = 16
 TRAIN_SAMPLE_PER_LIST = 64
@@ -72,6 +75,7 @@ class Stamp:
     trained_count: int = 0   # rows the IVF quantizer was trained on (0: flat)
     left_out: int = 0        # ok rows left out because their stored vector is damaged
     changes_seq: int | None = None  # the change log position it covers (None: before the log)
+    spec: dict | None = None  # ann.IndexSpec record (None: stamped before specs, flat/IVF-Flat)
 
 
 @dataclass(frozen=True)
@@ -104,35 +108,100 @@ def choose_kind(n: int, threshold: int | None = None) -> str:
     return "flat" if n < (IVF_THRESHOLD if threshold is None else threshold) else "ivf"
 
 
+def choose_spec(n: int, dim: int, threshold: int | None = None) -> IndexSpec:
+    """The index for ``n`` vectors: flat below the threshold (:func:`choose_kind`), else the
+    IVF kind :func:`ann.choose` picks for that size (IVF-SQ8, OPQ-IVF-PQ)."""
+    if choose_kind(n, threshold) == "flat":
+        return IndexSpec(ann.FLAT)
+    return ann.choose(n, dim, flat_max_rows=0)
+
+
+def spec_of(stamp: Stamp) -> IndexSpec | None:
+    """The spec a stamp records; None for a stamp written before specs (flat or IVF-Flat)."""
+    if stamp.spec is None:
+        return None
+    try:
+        return IndexSpec.of(stamp.spec)
+    except (ValueError, TypeError) as e:
+        raise DamagedIndexError(f"{STAMP_FILE} records no valid index spec ({e})") from None
+
+
+def family(spec: IndexSpec) -> str:
+    """What ``Stamp.kind`` says of a spec: "flat" or "ivf" (every IVF kind)."""
+    return "ivf" if spec.is_ivf else "flat"
+
+
 @dataclass(frozen=True)
 class Built:
     """A new index and what its stamp records of it."""
     index: faiss.Index
     kind: str
     trained_count: int       # rows its IVF quantizer was trained on (0: flat)
+    spec: IndexSpec | None = None
+
+
+Chunks = Iterator[tuple[np.ndarray, np.ndarray]]  # (ids, vectors), a bounded number at a time
 
 
 def rebuild(ids: np.ndarray, vectors: np.ndarray, previous: Saved | None = None,
             threshold: int | None = None) -> Built:
-    """An index over ``vectors`` whose kind follows their number. An IVF ``previous`` lends
-    its trained quantizer (no k-means) while :func:`reusable` says so: the one place that
-    decides whether a quantizer is reused."""
+    """An index over ``vectors`` held in memory (see :func:`rebuild_chunked`)."""
     n, dim = _shape(vectors)
-    kind = choose_kind(n, threshold)
-    if kind == "flat":
-        return Built(build(ids, vectors, kind), kind, 0)
-    if reusable(previous, dim, n):
-        return Built(build(ids, vectors, kind, trained=previous.index), kind,
-                     _trained_count(previous.stamp))
-    return Built(build(ids, vectors, kind), kind, n)
+    rng = np.random.default_rng(0)
+    return rebuild_chunked(n, dim, lambda m: vectors[np.sort(rng.choice(n, m, replace=False))],
+                           iter([(ids, vectors)]), previous, threshold)
+
+
+def rebuild_chunked(n: int, dim: int, sample: Callable[[int], np.ndarray], chunks: Chunks,
+                    previous: Saved | None = None, threshold: int | None = None) -> Built:
+    """An index over ``n`` vectors whose kind follows their number (:func:`choose_spec`),
+    trained on ``sample(rows)`` (rows drawn at random) and filled from ``chunks``. A trained
+    ``previous`` of the same kind lends its training (no k-means) while :func:`reusable`
+    says so: the one place that decides whether a quantizer is reused."""
+    spec = choose_spec(n, dim, threshold)
+    if not spec.is_ivf:
+        return Built(ann.build(spec, dim, None, chunks), "flat", 0, spec)
+    if reusable(previous, dim, n) and _lends_to(previous.index, spec):
+        empty = _empty_like(previous.index)
+        for part_ids, part in chunks:
+            ann.add(empty, part_ids, part)
+        return Built(empty, "ivf", _trained_count(previous.stamp), spec)
+    return Built(ann.build(spec, dim, sample(min(n, spec.train_rows or n)), chunks), "ivf",
+                 n, spec)
 
 
 def reusable(previous: Saved | None, dim: int, n: int) -> bool:
-    """Whether ``previous`` can lend its IVF quantizer to an index of ``n`` vectors of ``dim``:
+    """Whether ``previous`` can lend its IVF training to an index of ``n`` vectors of ``dim``:
     same dimension, and ``n`` within ``RETRAIN_RATIO`` of the rows it was trained on."""
     if previous is None or previous.index.d != dim or kind_of(previous.index) != "ivf":
         return False
     return _within_ratio(_trained_count(previous.stamp), n)
+
+
+def _lends_to(index: faiss.Index, spec: IndexSpec) -> bool:
+    """Whether ``index`` is of ``spec``'s kind and can be copied empty (a memory-mapped IVF-SQ8
+    or PQ index cannot be cloned; IVF-Flat lends its coarse quantizer even then)."""
+    kind = ann_kind_of(index)
+    return kind == spec.kind and (kind == ann.IVF_FLAT or ann.writable(index))
+
+
+def _empty_like(trained: faiss.Index) -> faiss.Index:
+    if ann_kind_of(trained) == ann.IVF_FLAT:
+        return _ivf_like(trained)
+    index = faiss.clone_index(trained)
+    index.reset()
+    return index
+
+
+def ann_kind_of(index: faiss.Index) -> str:
+    """The :mod:`searchkit.ann` kind of an index, from its structure."""
+    try:
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    except RuntimeError:
+        return ann.FLAT
+    if isinstance(ivf, faiss.IndexIVFScalarQuantizer):
+        return ann.IVF_SQ8
+    return ann.IVF_PQ if isinstance(ivf, faiss.IndexIVFPQ) else ann.IVF_FLAT
 
 
 def _within_ratio(trained_count: int, n: int) -> bool:
@@ -141,11 +210,14 @@ def _within_ratio(trained_count: int, n: int) -> bool:
 
 def retrain_reason(stamp: Stamp, n: int, threshold: int | None = None) -> str | None:
     """Why an index stamped ``stamp`` cannot take its delta in place and grow to ``n``
-    vectors (the kind changes, or the quantizer's training no longer fits), or None."""
-    kind = choose_kind(n, threshold)
-    if kind != stamp.kind:
-        return f"{n} vectors call for a {kind} index, not {stamp.kind}"
-    if kind == "ivf" and not _within_ratio(_trained_count(stamp), n):
+    vectors (another kind for that size, or the quantizer's training no longer fits), or
+    None. A stamp from before specs is compared by family (flat / IVF) only."""
+    wanted = choose_spec(n, stamp.dim, threshold)
+    have = spec_of(stamp)
+    if (family(wanted), wanted.kind) != (stamp.kind, have.kind if have else wanted.kind):
+        return (f"{n} vectors call for a {wanted.kind} index, not "
+                f"{have.kind if have else stamp.kind}")
+    if wanted.is_ivf and not _within_ratio(_trained_count(stamp), n):
         return (f"its quantizer was trained on {_trained_count(stamp)} vectors, the library "
                 f"now has {n}")
     return None
@@ -160,11 +232,8 @@ def fold(index: faiss.Index, changed: np.ndarray, ids: np.ndarray, vectors: np.n
          ) -> None:
     """Bring an in-memory base up to date in place: the ``changed`` ids' old copies out, the
     current ``vectors`` of ``ids`` in (work proportional to the change, no retraining)."""
-    if len(changed):
-        index.remove_ids(np.ascontiguousarray(changed, np.int64))
-    if len(ids):
-        index.add_with_ids(np.ascontiguousarray(vectors, np.float32),
-                           np.ascontiguousarray(ids, np.int64))
+    ann.remove(index, changed)
+    ann.add(index, ids, vectors)
 
 
 def _trained_count(stamp: Stamp) -> int:
@@ -220,7 +289,8 @@ def _ivf_like(trained: faiss.Index) -> faiss.Index:
 
 
 def kind_of(index: faiss.Index) -> str:
-    return "ivf" if isinstance(faiss.downcast_index(index), faiss.IndexIVF) else "flat"
+    """"flat" or "ivf" (any IVF kind, OPQ-rotated ones included)."""
+    return "flat" if ann_kind_of(index) == ann.FLAT else "ivf"
 
 
 def save(index: faiss.Index, stamp: Stamp, directory: Path) -> str | None:
@@ -383,8 +453,11 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
 
 
 def _mmap_flags(kind: str) -> int:
-    """Flat codes map with IO_FLAG_MMAP_IFC; IVF lists with IO_FLAG_MMAP (on-disk lists)."""
-    return faiss.IO_FLAG_MMAP_IFC if kind == "flat" else faiss.IO_FLAG_MMAP
+    """Flat codes map with IO_FLAG_MMAP_IFC; IVF lists with IO_FLAG_MMAP (on-disk lists,
+    :func:`ann.read_flags`)."""
+    if kind == "flat":
+        return faiss.IO_FLAG_MMAP_IFC
+    return ann.read_flags(IndexSpec(ann.IVF_FLAT, nlist=1, nprobe=1), mmap=True)
 
 
 def _read(path: Path) -> bytes | None:
@@ -419,6 +492,10 @@ def _deserialize_raw(data: bytes) -> faiss.Index:
 
 
 def _check_describes(index: faiss.Index, stamp: Stamp) -> None:
+    spec = spec_of(stamp)
+    if spec is not None and (ann_kind_of(index), family(spec)) != (spec.kind, stamp.kind):
+        raise DamagedIndexError(f"{INDEX_FILE} holds a {ann_kind_of(index)} index, its stamp "
+                                f"says {spec.kind}")
     if index.ntotal != stamp.count or index.d != stamp.dim or kind_of(index) != stamp.kind:
         raise DamagedIndexError(f"{INDEX_FILE} holds {index.ntotal} vectors of dimension "
                                 f"{index.d}, its stamp says {stamp.count} of {stamp.dim}")
@@ -441,11 +518,9 @@ def probe(index: "faiss.Index | SearchIndex", ids: np.ndarray, vectors: np.ndarr
 
 
 def stores_exact_vectors(index: faiss.Index) -> bool:
-    """Whether ``reconstruct`` gives the vectors back exactly (flat codes, IVF-Flat)."""
-    inner = faiss.downcast_index(index)
-    if isinstance(inner, (faiss.IndexIDMap, faiss.IndexIDMap2)):
-        inner = faiss.downcast_index(inner.index)
-    return isinstance(inner, (faiss.IndexFlat, faiss.IndexIVFFlat))
+    """Whether ``reconstruct`` gives the vectors back exactly (flat codes, IVF-Flat; not the
+    compressed kinds, whose exact searches read the stored vectors by id)."""
+    return ann_kind_of(index) in (ann.FLAT, ann.IVF_FLAT)
 
 
 # ---- temp files ------------------------------------------------------------------------------
@@ -614,6 +689,17 @@ class SearchIndex:
         return self.stamp.kind
 
     @property
+    def spec(self) -> IndexSpec | None:
+        """The base's spec (None: stamped before specs, an exact flat or IVF-Flat index)."""
+        return spec_of(self.stamp)
+
+    @property
+    def rerank(self) -> int:
+        """Candidates a base search re-scores exactly from the stored vectors (0: none)."""
+        spec = self.spec
+        return spec.rerank if spec is not None and self.fetch is not None else 0
+
+    @property
     def device(self) -> str:
         return "gpu" if self.gpu is not None else "cpu"
 
@@ -692,22 +778,33 @@ class SearchIndex:
 
     def _ann(self, q: np.ndarray, k: int, exclude: np.ndarray | None = None,
              only: np.ndarray | None = None):
+        """The base's best ``k``; a compressed kind takes its best ``rerank`` candidates and
+        re-scores them exactly from the stored vectors (:func:`ann.rerank`)."""
         n = self.cpu.ntotal
         k = min(k, n if only is None else len(only))
         if k <= 0:
             return _EMPTY
+        depth = min(max(k, self.rerank), n if only is None else len(only))
+        scores, ids = self._candidates(q, depth, exclude, only)
+        if self.rerank:
+            return ann.rerank(q[0], k, ids, self.fetch)
+        return scores[:k], ids[:k]
+
+    def _candidates(self, q: np.ndarray, depth: int, exclude: np.ndarray | None,
+                    only: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        n = self.cpu.ntotal
         excluded = 0 if exclude is None else len(exclude)
         if only is None and self.gpu is not None and excluded <= GPU_MARGIN_MAX:
-            scores, ids = self.gpu.search(q, min(n, k + excluded))  # no selectors on the GPU
+            scores, ids = self.gpu.search(q, min(n, depth + excluded))  # no GPU selectors
             scores, ids = _drop(scores[0], ids[0], exclude)
-            return scores[:k], ids[:k]
+            return scores[:depth], ids[:depth]
         if only is None and not excluded:
-            scores, ids = self.cpu.search(q, k)
+            scores, ids = self.cpu.search(q, depth)
         else:
             inner = faiss.IDSelectorBatch(only if only is not None else exclude)
             sel = inner if only is not None else faiss.IDSelectorNot(inner)
             share = 1.0 if only is None else len(only) / max(n, 1)
-            scores, ids = self.cpu.search(q, k, params=_params(self.cpu, sel, share))
+            scores, ids = self.cpu.search(q, depth, params=_params(self.cpu, sel, share))
         keep = ids[0] >= 0
         return scores[0][keep], ids[0][keep]
 

@@ -229,7 +229,7 @@ class IndexCache:
         t = time.perf_counter()
         faiss_index.fold(saved.index, rows.changed, rows.current.ids, rows.current.vectors)
         stamp = self._stamp(rows.version, saved.index, saved.stamp.kind,
-                            saved.stamp.trained_count, rows.ok_rows)
+                            saved.stamp.trained_count, rows.ok_rows, saved.stamp.spec)
         log.info("folded %d changed rows into the index of library %s in %.2fs",
                  len(rows.changed), self.directory, time.perf_counter() - t)
         return self._keep(saved.index, stamp, save, prune), "folded", ""
@@ -240,18 +240,34 @@ class IndexCache:
         ``index.rebuild``). Rows whose stored vector is damaged are left out (and reported)."""
         if previous is None:
             previous = self._previous()
-        stored, version = self.store.all_vectors()
-        if stored.bad:
+        t = time.perf_counter()
+        version = self.store.version()  # first: rows read after it can only be newer
+        ids = self.store.ok_ids()
+        bad: dict[int, str] = {}
+        built = faiss_index.rebuild_chunked(len(ids), self.info.dim, self._sampler(ids),
+                                            self._chunks(bad), previous)
+        if bad:
             log.warning("%d indexed images of library %s have a damaged vector and are left "
                         "out of search; run: searchkit check --repair --library %s",
-                        len(stored.bad), self.directory, self.directory)
-        t = time.perf_counter()
-        built = faiss_index.rebuild(stored.ids, stored.vectors, previous)
+                        len(bad), self.directory, self.directory)
         stamp = self._stamp(version, built.index, built.kind, built.trained_count,
-                            len(stored.ids) + len(stored.bad))
-        log.info("built %s index of %d vectors in %.2fs", stamp.kind, stamp.count,
+                            built.index.ntotal + len(bad), built.spec.record())
+        log.info("built %s index of %d vectors in %.2fs", built.spec.kind, stamp.count,
                  time.perf_counter() - t)
         return self._keep(built.index, stamp, save, prune)
+
+    def _sampler(self, ids: np.ndarray):
+        """``rows`` -> the stored vectors of that many ok rows drawn at random (training)."""
+        def sample(rows: int) -> np.ndarray:
+            rng = np.random.default_rng(len(ids))
+            return self.store.vectors_of(np.sort(rng.choice(ids, rows, replace=False))).vectors
+        return sample
+
+    def _chunks(self, bad: dict[int, str]):
+        """(ids, vectors) of every ok row, a chunk at a time; damaged ones go into ``bad``."""
+        for part in self.store.ok_vectors():
+            bad.update(part.bad)
+            yield part.ids, part.vectors
 
     def _previous(self) -> faiss_index.Saved | None:
         """The saved index, if readable, to lend its quantizer (mapped: nothing is copied)."""
@@ -260,10 +276,11 @@ class IndexCache:
         except DamagedIndexError:
             return None
 
-    def _stamp(self, version, index, kind: str, trained_count: int, ok_rows: int) -> Stamp:
+    def _stamp(self, version, index, kind: str, trained_count: int, ok_rows: int,
+               spec: dict | None) -> Stamp:
         return Stamp(version.vectors, index.ntotal, self.info.dim, self.info.model_fingerprint,
                      kind, trained_count, left_out=ok_rows - index.ntotal,
-                     changes_seq=version.seq)
+                     changes_seq=version.seq, spec=spec)
 
     def _keep(self, index, stamp: Stamp, save: bool, prune: bool) -> SearchIndex:
         """Use (and save) a new base; with ``prune``, drop the log entries it covers."""

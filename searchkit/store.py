@@ -685,6 +685,25 @@ class Store:
             last = rows[-1][0]
             yield [tuple(r) for r in rows]
 
+    # ---- chunked reads for building the index (issue 12: searchkit.index_cache) ------------
+    def version(self) -> StoreVersion:
+        """The vectors_version and change log position now (read before the rows it covers)."""
+        with self.session() as s:
+            return self._version(s)
+
+    def ok_ids(self) -> np.ndarray:
+        """Every ok row id, sorted (8 bytes a row: no vectors)."""
+        with self.session() as s:
+            ids = s.scalars(select(File.id).where(File.status == STATUS_OK)
+                            .order_by(File.id)).all()
+        return np.asarray(ids, dtype=np.int64)
+
+    def ok_vectors(self, chunk: int = 10_000) -> Iterator[SoundVectors]:
+        """The vectors of every ok row, ``chunk`` rows at a time (damaged ones set apart)."""
+        dim = self.meta_int("dim")
+        for rows in self.ok_rows(chunk):
+            yield sound_vectors([r[0] for r in rows], [r[2] for r in rows], dim)
+
     def get_files(self, ids: list[int]) -> dict[int, File]:
         """Rows by id, without their vectors (what hits need)."""
         with self.session() as s:
