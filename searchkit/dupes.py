@@ -34,7 +34,7 @@ import math
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Iterable, Iterator
 
@@ -54,11 +54,11 @@ MAX_K = 100
 KEEP_RULES = ("largest", "oldest", "newest", "shortest-path")
 DEFAULT_KEEP = "largest"
 EXACT_MAX_ROWS = 20_000      # up to this many vectors: exact neighbours (flat search)
-IVF_LISTS_PER_SQRT = 1       # nlist = sqrt(n): a quick k-means; near-duplicates share lists
+IVF_LISTS_PER_SQRT = 2       # nlist = 2 sqrt(n) (bench_dupes_scale.py)
 MIN_ROWS_PER_LIST = 39       # FAISS wants 39 training points per centroid
 TRAIN_ROWS_PER_LIST = 40
 KMEANS_ITERATIONS = 10
-NPROBE = 8                   # lists each vector's neighbours are looked for in (bench_dupes_scale)
+NPROBE = 4                   # lists each vector's neighbours are looked for in (same)
 QUERY_CHUNK = 4_096          # vectors whose neighbours are searched at a time
 READ_CHUNK = 10_000          # rows read from the store at a time
 MEMBER_CHUNK = 10_000        # group members' rows fetched at a time
@@ -158,7 +158,7 @@ class DupeGroup:
     @property
     def contents(self) -> int:
         """Distinct contents (content hashes; a row without one counts alone)."""
-        return len({m.content_hash or f"#{m.id}" for m in self.members})
+        return len({content_key(m) for m in self.members})
 
     @property
     def kind(self) -> str:
@@ -239,23 +239,18 @@ def keep_key(rule: str):
 
 def arrange(members: list[DupeMember], rule: str) -> DupeGroup:
     """The group of ``members`` with the kept one (by ``rule``) first, marked, then its exact
-    copies, then the others by similarity (``similarity`` is relative to the kept one, see
-    :func:`with_similarity`)."""
+    copies, then the others by ``similarity`` (to the kept one), most similar first."""
     ordered = sorted(members, key=keep_key(rule))
     kept = ordered[0]
-    rest = sorted(ordered[1:], key=lambda m: (not _same(m, kept),
+    rest = sorted(ordered[1:], key=lambda m: (content_key(m) != content_key(kept),
                                               -(m.similarity if m.similarity is not None
                                                 else -2.0), m.path, m.id))
-    return DupeGroup([_replace(kept, keep=True, same_content=True)] + rest)
+    return DupeGroup([replace(kept, keep=True, same_content=True)] + rest)
 
 
-def _same(a: DupeMember, b: DupeMember) -> bool:
-    return a.content_hash is not None and a.content_hash == b.content_hash
-
-
-def _replace(m: DupeMember, **changes) -> DupeMember:
-    from dataclasses import replace
-    return replace(m, **changes)
+def content_key(m: DupeMember) -> str:
+    """What one content is known by: its hash; a row without one is a content of its own."""
+    return m.content_hash or f"#{m.id}"
 
 
 # ---- union-find -------------------------------------------------------------------------
@@ -357,22 +352,20 @@ def neighbour_edges(vectors: np.ndarray, k: int, threshold: float) -> Edges:
     """Each vector's ``k`` nearest others (exact, or through IVF for more than
     ``EXACT_MAX_ROWS`` vectors), kept where the cosine is at least ``threshold``; each pair
     once."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(vectors)
     if n < 2:
         return _no_edges()
-    index = _knn_index(vectors, graph_kind(n), NPROBE)
     depth = min(k + 1, n)  # a vector finds itself too
     parts_a, parts_b, parts_s = [], [], []
     with _all_threads():
-        for start in range(0, n, QUERY_CHUNK):
-            block = vectors[start:start + QUERY_CHUNK]
-            scores, nbrs = index.search(block, depth)
-            rows = np.arange(start, start + len(block))[:, None]
+        for start, scores, nbrs in _neighbours(vectors, depth):
+            rows = np.arange(start, start + len(nbrs))[:, None]
             hit = (nbrs >= 0) & (nbrs != rows) & (scores >= threshold)
             parts_a.append(np.broadcast_to(rows, nbrs.shape)[hit])
             parts_b.append(nbrs[hit])
             parts_s.append(scores[hit])
-    a, b, s = (np.concatenate(p) if p else np.zeros(0) for p in (parts_a, parts_b, parts_s))
+    a, b, s = (np.concatenate(p) for p in (parts_a, parts_b, parts_s))
     lo, hi = np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)
     _, first = np.unique(lo * n + hi, return_index=True)
     return Edges(lo[first], hi[first], s[first].astype(np.float32))
@@ -382,23 +375,49 @@ def _no_edges() -> Edges:
     return Edges(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
 
 
-def _knn_index(vectors: np.ndarray, kind: str, nprobe: int):
+def _neighbours(vectors: np.ndarray, depth: int
+                ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(first position, scores, positions) of the ``depth`` nearest vectors of each block of
+    ``QUERY_CHUNK`` vectors, best first (position -1: none)."""
     import faiss
     n, dim = vectors.shape
-    if kind == "flat":
+    blocks = range(0, n, QUERY_CHUNK)
+    if graph_kind(n) == "flat":
         index = faiss.IndexFlatIP(dim)
         index.add(vectors)
-        return index
+        for start in blocks:
+            yield start, *index.search(vectors[start:start + QUERY_CHUNK], depth)
+        return
+    index = _trained_ivf(vectors)
+    # the vectors are the queries: the lists each one is probed in are found once, and the
+    # first of them is the list it is stored in
+    coarse, lists = np.empty((n, index.nprobe), np.float32), np.empty((n, index.nprobe),
+                                                                       np.int64)
+    for start in blocks:
+        block = slice(start, start + QUERY_CHUNK)
+        coarse[block], lists[block] = index.quantizer.search(vectors[block], index.nprobe)
+        first = np.ascontiguousarray(lists[block, 0])
+        index.add_core(len(first), faiss.swig_ptr(vectors[block]), None,
+                       faiss.swig_ptr(first))
+    for start in blocks:
+        block = slice(start, start + QUERY_CHUNK)
+        yield start, *index.search_preassigned(vectors[block], depth, lists[block],
+                                               coarse[block])
+
+
+def _trained_ivf(vectors: np.ndarray):
+    """An empty IVF-Flat index (inner product) of ``nlist = IVF_LISTS_PER_SQRT sqrt(n)`` lists,
+    probing ``NPROBE``, trained on a sample."""
+    import faiss
+    n, dim = vectors.shape
     nlist = max(1, min(int(IVF_LISTS_PER_SQRT * math.sqrt(n)), n // MIN_ROWS_PER_LIST))
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
     index.cp.niter = KMEANS_ITERATIONS
     index.cp.seed = SEED
     sample = np.random.default_rng(SEED).choice(n, min(n, nlist * TRAIN_ROWS_PER_LIST),
                                                 replace=False)
-    with _all_threads():
-        index.train(vectors[np.sort(sample)])
-        index.add(vectors)
-    index.nprobe = min(nprobe, nlist)
+    index.train(vectors[np.sort(sample)])
+    index.nprobe = min(NPROBE, nlist)
     return index
 
 
@@ -440,7 +459,7 @@ def find_dupes(store: "Store", dim: int, options: DupesOptions,
     shown = groups if options.limit is None else groups[:options.limit]
     return DupesReport(options=options, images=images, compared=len(contents.ids),
                        left_out=contents.damaged, groups=shown, groups_total=len(groups),
-                       files_in_groups=sum(len(c) for c in components),
+                       files_in_groups=sum(len(g.members) for g in groups),
                        reclaimable=sum(g.reclaimable for g in groups), index=kind,
                        timings=DupesTimings(t1 - t0, t2 - t1, time.perf_counter() - t2))
 
@@ -465,14 +484,14 @@ def _group(rows: list["File"], contents: Contents, rule: str) -> DupeGroup:
     members = [_member(f) for f in rows]
     kept = sorted(members, key=keep_key(rule))[0]
     vectors = _member_vectors(members, contents)
-    anchor = vectors.get(kept.content_hash or f"#{kept.id}")
+    anchor = vectors.get(content_key(kept))
     out = []
     for m in members:
-        v = vectors.get(m.content_hash or f"#{m.id}")
-        same = _same(m, kept) or m.id == kept.id
+        v = vectors.get(content_key(m))
+        same = content_key(m) == content_key(kept)
         sim = 1.0 if same else (None if v is None or anchor is None
                                 else float(np.dot(v, anchor)))
-        out.append(_replace(m, similarity=sim, same_content=same))
+        out.append(replace(m, similarity=sim, same_content=same))
     return arrange(out, rule)
 
 
@@ -483,7 +502,7 @@ def _member_vectors(members: list[DupeMember], contents: Contents) -> dict[str, 
     pos = np.searchsorted(contents.ids, [m.id for m in members])
     for m, p in zip(members, pos):
         if p < len(contents.ids) and contents.ids[p] == m.id:
-            out[m.content_hash or f"#{m.id}"] = contents.vectors[p]
+            out[content_key(m)] = contents.vectors[p]
     return out
 
 

@@ -7,7 +7,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from searchkit import dupes
-from searchkit.store import FileRow
 from searchkit.web import create_app
 from tests.test_dupes import FakeEncoder, at_cosine, ids_by_path, make_library, row, unit
 
