@@ -415,3 +415,27 @@ def test_cli_with_no_duplicates_says_so(tmp_path):
     make_library(directory, [row("/p/a.jpg", unit(0), "ha"), row("/p/b.jpg", unit(1), "hb")])
     r = run("--library", directory)
     assert r.exit_code == 0 and "no duplicates" in r.output
+
+
+def test_the_search_table_marks_the_hits_that_have_copies(monkeypatch):
+    import io
+    import sys
+
+    from rich.console import Console
+
+    from searchkit.cli import common
+    from searchkit.cli.library_cmds import _print_hits
+    from searchkit.query import Hit
+    when = datetime(2024, 1, 1)
+    hits = [Hit(1, "/p/a.jpg", 0.9, 10, 20, "JPEG", None, when, None, None, 2),
+            Hit(2, "/p/b.jpg", 0.8, 10, 20, "JPEG", None, when, None, None)]
+    buf = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", buf)
+    monkeypatch.setattr(common, "out", Console(soft_wrap=True, width=80))  # not a terminal
+    _print_hits(hits, "table")
+    head, first, second = buf.getvalue().splitlines()
+    assert "copies" in head and " x3 " in first and " x" not in second
+    buf = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", buf)
+    _print_hits(hits[1:], "table")  # no hit with copies: no column
+    assert "copies" not in buf.getvalue() and "/p/b.jpg" in buf.getvalue()
