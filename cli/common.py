@@ -78,13 +78,22 @@ def _escape(match: re.Match) -> str:
         return f"\\x{code - 0xDC00:02x}"
     if code < 0x80:
         return _NAMED.get(ch, f"\\x{code:02x}")
-    return f"\\u{code:04x}"
+    return _escape_code(code)
+
+
+def _escape_code(code: int) -> str:
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def visible(text: object) -> str:
     """``text`` as it may reach a terminal: literal, with nothing in it acting on the terminal
-    or hiding characters (see the escapes above)."""
-    return _UNSAFE.sub(_escape, str(text))
+    or hiding characters (see the escapes above). A text that begins with a character of no
+    width (a combining mark or modifier: nothing to attach to, so a terminal may show nothing)
+    has that character escaped too."""
+    shown = _UNSAFE.sub(_escape, str(text))
+    if shown and cell_len(shown[0]) == 0:
+        shown = _escape_code(ord(shown[0])) + shown[1:]
+    return shown
 
 
 def literal(text: object, style: str = "") -> Text:
