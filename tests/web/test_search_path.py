@@ -36,9 +36,9 @@ def test_web_search_goes_through_the_library_with_the_servers_encoder(web_lib, t
     calls = []
     real = lib.search_with_timings
 
-    def spy(query, k, filters=None, threshold=None, encoder=None):
+    def spy(query, k, filters=None, threshold=None, encoder=None, **options):
         calls.append((query, k, encoder))
-        return real(query, k, filters, threshold, encoder=encoder)
+        return real(query, k, filters, threshold, encoder=encoder, **options)
     monkeypatch.setattr(lib, "search_with_timings", spy)
     with TestClient(app) as client:
         r = client.get("/api/search", params={"q": "a red photo", "not": "blue", "k": 4})
