@@ -1,9 +1,12 @@
 """The FAISS index: a cache derived from the store, kept up to date incrementally.
 
 Ids are row ids; the metric is inner product on L2-normalised vectors (cosine). Exact (flat)
-while small, IVF above ``IVF_THRESHOLD`` rows (see ``bench/bench_search.py`` for where the two
-cross). Saved atomically (temp file, fsync, rename) with a JSON stamp of what it was built from,
-including ``changes_seq``: the store's change log position it covers.
+while small; from ``IVF_THRESHOLD`` rows the compressed kind :func:`searchkit.ann.choose` picks
+(IVF-SQ8, then OPQ-IVF-PQ), trained on a random sample and filled a chunk at a time, whose
+candidates are re-scored exactly from the stored float32 vectors (read from SQLite by id).
+Saved atomically (temp file, fsync, rename) with a JSON stamp of what it was built from: its
+spec (``ann.IndexSpec``; stamps written before specs read as flat / IVF-Flat) and
+``changes_seq``, the store's change log position it covers.
 
 What a search uses is the saved *base* plus a *delta*: the rows changed since the base was built
 (read from the store's change log, O(changes)). The base is searched with the changed ids

@@ -196,3 +196,42 @@ def faiss_centroids(index):
     ivf = faiss.extract_index_ivf(index)
     return faiss.rev_swig_ptr(faiss.downcast_index(ivf.quantizer).get_xb(),
                               ivf.nlist * ivf.d).copy()
+
+
+# ---- the kinds of searchkit.ann, recorded in the stamp ------------------------------------
+def test_the_index_kind_above_the_threshold_is_chosen_by_ann(monkeypatch):
+    from searchkit import ann
+    assert fi.choose_spec(10, 32, threshold=1000).kind == ann.FLAT
+    assert fi.choose_spec(2000, 32, threshold=1000).kind == ann.IVF_SQ8
+    monkeypatch.setattr(ann, "PQ_MIN_ROWS", 1500)
+    spec = fi.choose_spec(2000, 32, threshold=1000)
+    assert (spec.kind, spec.opq, spec.rerank) == (ann.IVF_PQ, True, ann.PQ_RERANK)
+    built = fi.rebuild(*data(2000), threshold=1000)
+    assert (built.kind, fi.ann_kind_of(built.index)) == ("ivf", ann.IVF_PQ)
+
+
+def test_retrain_reason_compares_the_stamped_spec_with_the_kind_for_the_new_size(monkeypatch):
+    from searchkit import ann
+    sq8 = fi.choose_spec(2000, 32, threshold=1000).record()
+    stamp = fi.Stamp(1, 2000, 32, "f", "ivf", 2000, spec=sq8)
+    assert fi.retrain_reason(stamp, 2500, threshold=1000) is None
+    assert "quantizer" in fi.retrain_reason(stamp, 5000, threshold=1000)
+    assert "flat" in fi.retrain_reason(stamp, 900, threshold=1000)
+    monkeypatch.setattr(ann, "PQ_MIN_ROWS", 2400)
+    assert "ivf-pq" in fi.retrain_reason(stamp, 2500, threshold=1000)
+    old = fi.Stamp(1, 2000, 32, "f", "ivf", 2000)   # before specs: an IVF-Flat index
+    assert fi.retrain_reason(old, 2500, threshold=1000) is None
+    assert fi.retrain_reason(fi.Stamp(1, 10, 32, "f", "flat"), 20, threshold=1000) is None
+
+
+def test_an_index_file_of_another_kind_than_its_stamped_spec_is_damaged(tmp_path):
+    from searchkit import ann
+    ids, v = data(2000)
+    built = fi.rebuild(ids, v, threshold=1000)
+    pq = ann.IndexSpec(ann.IVF_PQ, nlist=44, nprobe=8, pq_m=4, opq=True, rerank=200)
+    fi.save(built.index, fi.Stamp(1, 2000, 32, "f", "ivf", 2000, spec=pq.record()), tmp_path)
+    with pytest.raises(fi.DamagedIndexError, match="ivf-sq8"):
+        fi.load(tmp_path)
+    fi.save(built.index, fi.Stamp(2, 2000, 32, "f", "ivf", 2000, spec=built.spec.record()),
+            tmp_path)
+    assert fi.spec_of(fi.load(tmp_path).stamp) == built.spec
