@@ -26,7 +26,6 @@ import json
 import math
 import multiprocessing as mp
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -47,6 +46,7 @@ CHUNK = 100_000                # rows read at a time while adding
 TRAIN_PER_LIST = 32            # searchkit.index takes 64; half, for 2 busy cores
 MIN_TRAIN = 32_768             # PQ / OPQ codebooks: 128 points per centroid
 SEARCH_THREADS = 1
+OPQ_NITER = 10                 # faiss's default 50 takes many minutes on 2 busy cores
 NPROBES = (8, 16, 32, 64, 128)
 EF_SEARCH = (32, 64, 128, 256)
 FLAT_QUERIES = 50              # exact search at 1M is slow: fewer queries time it
@@ -65,11 +65,11 @@ class Spec:
 SPECS = {s.name: s for s in [
     Spec("flat", "Flat"),
     Spec("hnsw32", "HNSW32", "efSearch", EF_SEARCH),
-    Spec("ivf-flat", "IVF{nlist},Flat", "nprobe", NPROBES),
-    Spec("ivf-hnsw-flat", "IVF{nlist}_HNSW32,Flat", "nprobe", NPROBES),
-    Spec("ivf-sq8", "IVF{nlist},SQ8", "nprobe", NPROBES, (0, 50)),
-    Spec("opq64-ivf-pq64", "OPQ64,IVF{nlist},PQ64", "nprobe", NPROBES, (0, 100)),
-    Spec("opq32-ivf-pq32", "OPQ32,IVF{nlist},PQ32", "nprobe", NPROBES, (0, 100)),
+    Spec("ivf-flat", "IVF{nlist}_HNSW32,Flat", "nprobe", NPROBES),
+    Spec("ivf-sq8", "IVF{nlist}_HNSW32,SQ8", "nprobe", NPROBES, (0, 50)),
+    Spec("ivf-pq64", "IVF{nlist}_HNSW32,PQ64", "nprobe", NPROBES, (0, 100)),
+    Spec("ivf-pq32", "IVF{nlist}_HNSW32,PQ32", "nprobe", NPROBES, (0, 100)),
+    Spec("opq32-ivf-pq32", "OPQ32,IVF{nlist}_HNSW32,PQ32", "nprobe", NPROBES, (0, 100)),
 ]}
 
 
@@ -91,7 +91,8 @@ class Built:
     index: str
     n: int
     nlist: int
-    train_s: float
+    coarse_s: float      # k-means of the coarse quantizer (shared by the IVF kinds, cached)
+    train_s: float       # the rest of training (OPQ, SQ, PQ codebooks)
     add_s: float
     peak_rss: int        # bytes, the build process
     index_bytes: int     # the written index file
@@ -153,11 +154,34 @@ def nlist_for(n: int) -> int:
     return max(1, min(int(4 * math.sqrt(n)), n // 39))
 
 
-def build(spec: Spec, path: Path, n: int) -> tuple["faiss.Index", int, float, float]:
+def coarse_centroids(path: Path, n: int, nlist: int) -> tuple[np.ndarray, float]:
+    """k-means centroids of the first rows, cached: every IVF kind of one size shares them
+    (OPQ kinds excepted: they cluster rotated vectors). Returns them and the k-means seconds."""
+    import faiss
+    cache = SAMPLES / f"coarse_{n}_{nlist}.npz"
+    if cache.exists():
+        c = np.load(cache)
+        return c["centroids"], float(c["seconds"])
+    sample = read_rows(path, 0, min(n, nlist * TRAIN_PER_LIST))
+    t = time.perf_counter()
+    km = faiss.Kmeans(sample.shape[1], nlist, niter=10, spherical=True, seed=1)
+    km.train(sample)
+    seconds = time.perf_counter() - t
+    np.savez(cache, centroids=km.centroids, seconds=seconds)
+    return km.centroids, seconds
+
+
+def build(spec: Spec, path: Path, n: int) -> tuple["faiss.Index", int, float, float, float]:
     import faiss
     d = read_rows(path, 0, 1).shape[1]
     nlist = nlist_for(n)
     index = faiss.index_factory(d, spec.factory.format(nlist=nlist), faiss.METRIC_INNER_PRODUCT)
+    coarse_s = 0.0
+    if spec.factory.startswith("IVF"):
+        centroids, coarse_s = coarse_centroids(path, n, nlist)
+        faiss.extract_index_ivf(index).quantizer.add(centroids)  # train() skips its k-means
+    if spec.factory.startswith("OPQ"):
+        faiss.downcast_VectorTransform(faiss.downcast_index(index).chain.at(0)).niter = OPQ_NITER
     t = time.perf_counter()
     if not index.is_trained:  # the rows are i.i.d. samples: a prefix is a random sample
         index.train(read_rows(path, 0, min(n, max(nlist * TRAIN_PER_LIST, MIN_TRAIN))))
@@ -165,7 +189,17 @@ def build(spec: Spec, path: Path, n: int) -> tuple["faiss.Index", int, float, fl
     t = time.perf_counter()
     for start in range(0, n, CHUNK):
         index.add(read_rows(path, start, min(n, start + CHUNK)))
-    return index, nlist, train_s, time.perf_counter() - t
+    return index, nlist, coarse_s, train_s, time.perf_counter() - t
+
+
+def peak_rss() -> int:
+    """Bytes: this process's high-water RSS (VmHWM, which exec resets; ru_maxrss would carry
+    the parent's peak over the fork + exec of a spawned process)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def search_params(spec: Spec, value: int | None, sel=None):
@@ -234,17 +268,17 @@ def measure(index, spec: Spec, value, r: int, base, queries, gt, n: int, n_queri
     return row
 
 
-def run_spec(name: str, path: str, n: int, n_queries: int) -> Built:
+def run_spec(name: str, path: str, n: int, n_queries: int, search: bool = True) -> Built:
     import faiss
     from threadpoolctl import threadpool_limits
     spec = SPECS[name]
     path = Path(path)
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     try:
-        index, nlist, train_s, add_s = build(spec, path, n)
+        index, nlist, coarse_s, train_s, add_s = build(spec, path, n)
     except RuntimeError as e:
-        return Built(name, n, 0, 0, 0, 0, 0, [], error=str(e).splitlines()[0])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return Built(name, n, 0, 0, 0, 0, 0, 0, [], error=str(e).splitlines()[0])
+    peak = peak_rss()
     with tempfile.TemporaryDirectory(dir=SAMPLES) as tmp:
         faiss.write_index(index, f"{tmp}/i.faiss")
         size = os.path.getsize(f"{tmp}/i.faiss")
@@ -254,16 +288,16 @@ def run_spec(name: str, path: str, n: int, n_queries: int) -> Built:
     queries = np.load(SAMPLES / "queries.npy")
     gt = ground_truth(path, n, queries)
     rows, exact_cache = [], {}
-    for value in spec.values or (None,):
+    for value in (spec.values or (None,)) if search else ():
         for r in spec.reranks:
             try:
                 rows.append(measure(index, spec, value, r, base, queries, gt, n, n_queries,
                                     exact_cache))
             except RuntimeError as e:  # e.g. a selector this index kind does not take
-                return Built(name, n, nlist, train_s, add_s, peak, size, rows,
+                return Built(name, n, nlist, coarse_s, train_s, add_s, peak, size, rows,
                              error=str(e).splitlines()[0])
-    return Built(name, n, nlist if spec.knob == "nprobe" else 0, train_s, add_s, peak, size,
-                 rows)
+    return Built(name, n, nlist if spec.knob == "nprobe" else 0, coarse_s, train_s, add_s, peak,
+                 size, rows)
 
 
 def selector_cost(n: int, fraction: float, repeat: int = 5) -> dict[str, float]:
@@ -302,11 +336,19 @@ def print_table(built: list[Built], exact_ms: dict[int, float]) -> None:
             fr = " | ".join(f"{r.filtered.get(k, float('nan')):.3f}" for k in ("1%", "10%", "50%"))
             fms = "/".join(f"{r.filtered_ms.get(k, float('nan')):.2f}" for k in ("1%", "10%", "50%"))
             print(f"| {b.n} | {b.index} | {r.setting} | {r.rerank or ''} | "
-                  f"{b.train_s + b.add_s:.1f} | {b.peak_rss / f32:.2f} | "
+                  f"{b.coarse_s + b.train_s + b.add_s:.1f} | "
+                  f"{f'{b.peak_rss / f32:.2f}' if b.peak_rss > 0 else '?'} | "
                   f"{b.index_bytes / b.n:.0f} | {r.p50_ms:.3f} | "
                   f"{exact_ms[b.n] / r.p50_ms:.0f} | {r.recall:.3f} | {fr} | {fms} |")
         if b.error:
             print(f"| {b.n} | {b.index} | stopped: {b.error} |")
+
+
+def render(paths: list[Path]) -> None:
+    built = [Built(**dict(b, rows=[Row(**r) for r in b["rows"]]))
+             for path in paths for b in json.loads(path.read_text())]
+    exact_ms = {b.n: b.rows[0].p50_ms for b in built if b.index == "flat" and b.rows}
+    print_table(sorted(built, key=lambda b: b.n), exact_ms)
 
 
 def main() -> None:
@@ -314,8 +356,12 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     p.add_argument("--only", nargs="+", choices=sorted(SPECS), default=sorted(SPECS))
     p.add_argument("--queries", type=int, default=300)
+    p.add_argument("--build-only", action="store_true", help="build time and memory, no search")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "index_choice.json")
+    p.add_argument("--render", type=Path, nargs="+", help="print the table of saved results")
     args = p.parse_args()
+    if args.render:
+        return render(args.render)
     path = base_path()
     specs = ["flat"] + [s for s in args.only if s != "flat"]
     print(f"vectors: {path} ({np.load(path, mmap_mode='r').shape}); {os.cpu_count()} cores, "
@@ -329,11 +375,12 @@ def main() -> None:
             print(f"n={n} filter {f:.0%}: selector build ms {selector_cost(n, f)}", flush=True)
         for name in specs:
             with ctx.Pool(1) as pool:
-                b = pool.apply(run_spec, (name, str(path), n, args.queries))
+                b = pool.apply(run_spec, (name, str(path), n, args.queries, not args.build_only))
             built.append(b)
-            if name == "flat":
+            if name == "flat" and b.rows:
                 exact_ms[n] = b.rows[0].p50_ms
-            print(f"n={n} {name}: build {b.train_s:.1f}+{b.add_s:.1f} s, peak RSS "
+            print(f"n={n} {name}: build (k-means + train + add) {b.coarse_s:.1f}+{b.train_s:.1f}+"
+                  f"{b.add_s:.1f} s, peak RSS "
                   f"{b.peak_rss / 1e9:.2f} GB, {b.index_bytes / n:.0f} B/vec "
                   f"{b.error}", flush=True)
             for r in b.rows:
