@@ -64,6 +64,7 @@ FOLD_FRACTION = 0.05         # the delta is folded into the base past this share
 FOLD_MIN_ROWS = 1_000        # but never below this many changed rows (a tiny exact search)
 FOLD_MAX_ROWS = 20_000       # nor above: a fresh search process reads the delta from SQLite
 EXACT_FILTER_LIMIT = 20_000  # a filter leaving fewer rows than this is searched exactly
+PROBE_TOLERANCE = 1e-4       # a compressed code decoded vs the stored vector re-encoded
 GPU_MARGIN_MAX = 1_024       # excluded ids the GPU search makes room for (larger: on the CPU)
 
 
@@ -506,17 +507,22 @@ def _check_describes(index: faiss.Index, stamp: Stamp) -> None:
 
 def probe(index: "faiss.Index | SearchIndex", ids: np.ndarray, vectors: np.ndarray) -> int:
     """How many of ``vectors`` (stored under ``ids``) the index does not hold as stored: a
-    cheap check of a mapped file (exact kinds compare bit for bit)."""
+    cheap check of a mapped file. Exact kinds compare bit for bit; a compressed kind compares
+    its code with the stored vector encoded again (a PQ code can be far from the vector: a
+    cosine bound would call a sound index damaged)."""
     wrong = 0
-    exact = stores_exact_vectors(index.cpu if isinstance(index, SearchIndex) else index)
+    base = index.cpu if isinstance(index, SearchIndex) else index
+    exact = stores_exact_vectors(base)
     for row_id, stored in zip(ids, vectors):
         try:
             got = index.reconstruct(int(row_id))
         except RuntimeError:
             wrong += 1
             continue
-        wrong += not (np.array_equal(got, stored) if exact
-                      else float(got @ stored) >= 0.9 * float(np.linalg.norm(got)))
+        want = stored if exact else base.sa_decode(base.sa_encode(
+            np.ascontiguousarray(stored, np.float32).reshape(1, -1)))[0]
+        wrong += not (np.array_equal(got, want) if exact
+                      else np.allclose(got, want, atol=PROBE_TOLERANCE))
     return wrong
 
 

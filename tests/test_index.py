@@ -235,3 +235,17 @@ def test_an_index_file_of_another_kind_than_its_stamped_spec_is_damaged(tmp_path
     fi.save(built.index, fi.Stamp(2, 2000, 32, "f", "ivf", 2000, spec=built.spec.record()),
             tmp_path)
     assert fi.spec_of(fi.load(tmp_path).stamp) == built.spec
+
+
+def test_a_sound_pq_index_passes_the_probe_and_a_damaged_one_does_not(monkeypatch):
+    from searchkit import ann
+    monkeypatch.setattr(ann, "PQ_MIN_ROWS", 1000)
+    rng = np.random.default_rng(1)
+    v = rng.standard_normal((2000, 64)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)   # isotropic: PQ codes are far from them
+    ids = np.arange(2000, dtype=np.int64)
+    built = fi.rebuild(ids, v, threshold=1000)
+    assert built.spec.kind == ann.IVF_PQ
+    assert min(float(built.index.reconstruct(i) @ v[i]) for i in range(20)) < 0.9
+    assert fi.probe(built.index, ids[:20], v[:20]) == 0
+    assert fi.probe(built.index, ids[:20], v[20:40]) == 20   # other vectors under those ids
