@@ -339,3 +339,16 @@ def test_a_mapped_compressed_index_is_searched_without_a_rebuild(lib, compressed
     assert not ann.writable(index.cpu)     # mapped, read-only
     assert "disagrees" not in caplog.text
     assert recall(top(index, q, 10), want) >= RECALL_BOUND
+
+
+def test_a_broad_filter_on_a_compressed_index_goes_through_it_with_reranking(lib, compressed,
+                                                                             monkeypatch):
+    monkeypatch.setattr(fi, "EXACT_FILTER_LIMIT", 10)   # 50 % of the rows: the IVF path
+    ids, _ = stored(lib)
+    allowed = np.sort(np.random.default_rng(4).choice(ids, len(ids) // 2, replace=False))
+    index = reopen(lib).search_index()
+    found = [recall(top(index, q, 10, allowed), exact(lib, q, 10, allowed))
+             for q in clustered(20, lib.info.dim, 11)]
+    assert np.mean(found) >= RECALL_BOUND
+    assert all(set(top(index, q, 10, allowed)) <= set(allowed.tolist())
+               for q in clustered(5, lib.info.dim, 12))
