@@ -19,6 +19,8 @@ from searchkit import Library
 from searchkit.store import STATUS_OK, File, blob_to_vector
 from tests.helpers import make_photos
 
+pytestmark = pytest.mark.integration   # indexer processes killed with SIGKILL
+
 N_PHOTOS = 400
 ROOT = Path(__file__).resolve().parents[2]
 

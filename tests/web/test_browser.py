@@ -28,6 +28,7 @@ except ImportError:
     HAVE_SELENIUM = False
 
 pytestmark = [
+    pytest.mark.integration,     # a real server and a headless browser
     pytest.mark.skipif(not HAVE_SELENIUM, reason="selenium is not installed "
                        "(pip install selenium)"),
     pytest.mark.skipif(CHROMIUM is None or DRIVER is None, reason="no headless browser: "
