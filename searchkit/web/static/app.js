@@ -7,6 +7,15 @@
 
   function basename(p) { return p.split(/[\\/]/).pop(); }
 
+  // The lazy thumbnail of a hit or a duplicate-group member (by id only).
+  function thumbnail(item) {
+    const img = document.createElement("img");
+    img.loading = "lazy";
+    img.alt = basename(item.path);
+    img.src = item.thumb_url;
+    return img;
+  }
+
   function filterParams() {
     const p = new URLSearchParams();
     p.set("k", $("k").value);
@@ -91,11 +100,7 @@
       open.className = "open";
       open.type = "button";
       open.title = h.path;
-      const img = document.createElement("img");
-      img.loading = "lazy";
-      img.alt = basename(h.path);
-      img.src = h.thumb_url;
-      open.appendChild(img);
+      open.appendChild(thumbnail(h));
       open.addEventListener("click", () => view(h));
       const info = document.createElement("div");
       info.className = "info";
@@ -312,11 +317,7 @@
     open.target = "_blank";
     open.rel = "noopener";
     open.title = m.path;
-    const img = document.createElement("img");
-    img.loading = "lazy";
-    img.alt = basename(m.path);
-    img.src = m.thumb_url;
-    open.appendChild(img);
+    open.appendChild(thumbnail(m));
     const info = document.createElement("div");
     info.className = "info";
     const tag = document.createElement("span");
