@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from searchkit import index as fi  # noqa: E402
 from searchkit.library import Library  # noqa: E402
+from searchkit.local_engine import LocalEngine  # noqa: E402
 from searchkit.store import STATUS_OK, Changes, FileRow, Store  # noqa: E402
 
 
@@ -49,8 +50,7 @@ def timed(label: str, fn):
 
 
 def open_library(directory: Path) -> Library:
-    store = Store(directory)
-    return Library(directory, store, store.info())
+    return Library(LocalEngine(directory))
 
 
 def main() -> None:

@@ -21,9 +21,11 @@ from searchkit.imageio import MAX_PIXELS, codec_installed_since
 from searchkit.library import Library, SkippedFile
 from searchkit.ocr import OcrEngine, OcrUnavailableError, default_engine
 from searchkit.paths import absolute, is_under
-from searchkit.store import SKIP_SCAN, STATUS_SKIPPED, RowState, Store
+from searchkit.engine import Engine
+from searchkit.store import SKIP_SCAN, STATUS_SKIPPED, RowState
 
-from .prepare import WorkItem, prepare_in_order
+from .executors import Executor, LocalExecutor
+from .prepare import WorkItem
 from .run import COMMIT_EVERY, ENCODE_BATCH, IndexReport, IndexRun, Limits
 from .scan import ScanProblem, walk
 
@@ -41,13 +43,13 @@ class Plan:
     unchanged: int = 0
 
 
-def plan(store: Store, roots: list[str], ocr: bool = False) -> Plan:
+def plan(store: Engine, roots: list[str], ocr: bool = False) -> Plan:
     """Walk ``roots``: files new or changed (size, mtime) are work, scan problems not already
     recorded as they are now are problems, and rows whose file was not seen are missing.
     With ``ocr``, an unchanged indexed file whose text was never read is work too (the run
     reads its text and keeps its vector)."""
     known = store.rows_under(roots)
-    unread = store.paths_without_ocr(roots) if ocr else set()
+    unread = store.local("text in images").paths_without_ocr(roots) if ocr else set()
     seen: set[str] = set()
     out = Plan()
     readable_now = functools.lru_cache(maxsize=None)(codec_installed_since)  # once per reason
@@ -81,10 +83,12 @@ class Indexer:
     def __init__(self, library: Library, workers: int | None = None,
                  encode_batch: int = ENCODE_BATCH, commit_every: int = COMMIT_EVERY,
                  max_pixels: int = MAX_PIXELS, progress: ProgressFn | None = None,
-                 ocr: OcrEngine | None = None):
+                 ocr: OcrEngine | None = None, executor: Executor | None = None):
         """``ocr``: the engine that reads the text in images when the library has OCR on
-        (default: :func:`searchkit.ocr.default_engine`, built on the first run that needs it)."""
+        (default: :func:`searchkit.ocr.default_engine`, built on the first run that needs it).
+        ``executor``: who embeds the files (default: this process, see :mod:`.executors`)."""
         self.library = library
+        self.executor = executor or LocalExecutor()
         self.ocr = ocr
         self.workers = workers or max(1, min(8, os.cpu_count() or 1))
         self.limits = Limits(encode_batch, commit_every, max_pixels)
@@ -97,13 +101,13 @@ class Indexer:
         roots = _checked_roots(paths or [])
         with self.library.writer():
             roots = self._roots(roots, report)
-            engine = self._ocr_engine(report)
-            self._execute(plan(self.library.store, roots, engine is not None), report, engine)
-            if self.library.store.ocr_on():
+            ocr = self._ocr_engine(report)
+            self._execute(plan(self.library.engine, roots, ocr is not None), report, ocr)
+            if self.library.engine.ocr_on():
                 self.library.store.prune_ocr()  # texts of contents no file holds any more
             self.library.update_index()  # the index follows the store (incrementally)
-        report.skipped = [SkippedFile(f.path, f.reason or "") for f in self.library.store.skipped()
-                          if any(is_under(f.path, r) for r in roots)]
+        report.skipped = [SkippedFile(f.path, f.reason or "")
+                          for f in self.library.engine.skipped() if any(is_under(f.path, r) for r in roots)]
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -122,7 +126,7 @@ class Indexer:
     def _ocr_engine(self, report: IndexReport) -> OcrEngine | None:
         """The OCR engine when the library has OCR on; without one (the extra uninstalled
         since), the run goes on without reading text and says why."""
-        if not self.library.store.ocr_on():
+        if not self.library.engine.ocr_on():
             return None
         if self.ocr is None:
             try:
@@ -135,12 +139,9 @@ class Indexer:
     def _execute(self, todo: Plan, report: IndexReport, ocr: OcrEngine | None = None) -> None:
         report.unchanged += todo.unchanged
         encoder = self.library.encoder if todo.work else None  # no model load for a no-op
-        run = IndexRun(self.library.store, report, todo.missing, encoder, self.limits, ocr)
+        run = IndexRun(self.library.engine, report, todo.missing, encoder, self.limits, ocr)
         run.record_problems(todo.problems)
-        prepared = prepare_in_order(todo.work, run.prepare, self.workers)
-        for done, prep in enumerate(prepared, start=1):
-            run.decide(prep)
-            self.progress(done, len(todo.work))
+        self.executor.execute(run, todo.work, self.workers, self.progress)
         run.finish()
 
 

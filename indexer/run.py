@@ -22,13 +22,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from searchkit.engine import Engine
 from searchkit.imageio import MAX_PIXELS
 from searchkit.library import SkippedFile
 from searchkit.ocr import OcrEngine
 from searchkit.store import (SKIP_DECODE, SKIP_SCAN, STATUS_OK, Changes, FileRow, Move, RowState,
-                             Store, Touch)
+                             Touch)
 
 from . import writer
+from .executors import embed_batch
 from .prepare import Decoder, Prepared, WorkItem
 from .scan import FileStat, ScanProblem
 
@@ -75,14 +77,14 @@ class IndexRun:
     :meth:`record_problems`, :meth:`decide` for each prepared file in order, then :meth:`finish`.
     """
 
-    def __init__(self, store: Store, report: IndexReport, missing: dict[str, RowState],
+    def __init__(self, store: Engine, report: IndexReport, missing: dict[str, RowState],
                  encoder: "Encoder | None" = None, limits: Limits = Limits(),
                  ocr: OcrEngine | None = None):
         """``encoder``: None when the run has no file to read (nothing to decode or encode).
         ``ocr``: reads the text of every content whose text the store lacks (None: no OCR)."""
         self.store, self.report, self.limits, self.encoder = store, report, limits, encoder
         self.decoder = Decoder(encoder, limits.max_pixels, ocr) if encoder is not None else None
-        self.text_known = store.ocr_hashes() if ocr is not None and encoder is not None \
+        self.text_known = store.local("text in images").ocr_hashes() if ocr is not None and encoder is not None \
             else set()                                # contents whose text is read or claimed
         self.changes = Changes()
         self.pending: list[Prepared] = []             # decoded, waiting for the encoder
@@ -99,6 +101,21 @@ class IndexRun:
     # ---- the worker side -------------------------------------------------------------------
     def prepare(self, item: WorkItem) -> Prepared:
         return self.decoder.prepare(item, self._claim, self._claim_text)
+
+    def prepare_unencoded(self, item: WorkItem) -> Prepared:
+        """:meth:`prepare` for an executor that decodes elsewhere: read, hash and claim as
+        :meth:`prepare` does, but decode nothing (see :meth:`holds_claim`)."""
+        return self.decoder.prepare(item, self._claim_only, self._claim_text)
+
+    def holds_claim(self, prep: Prepared) -> bool:
+        """Whether ``prep``'s file claimed its content: it is the one to decode and embed."""
+        with self.lock:
+            return prep.content_hash is not None and \
+                self.claimed.get(prep.content_hash) == prep.item.stat.path
+
+    def _claim_only(self, item: WorkItem, h: str) -> bool:
+        self._claim(item, h)
+        return False
 
     def _claim_text(self, h: str) -> bool:
         """Whether this file's text must be read: its content's is neither stored nor claimed
@@ -219,6 +236,9 @@ class IndexRun:
         return True
 
     def _queue(self, prep: Prepared) -> None:
+        if prep.vector is not None:  # embedded by an executor's worker
+            self._add_encoded(prep, prep.vector)
+            return
         if prep.pixels is None:  # its content was known but its row has gone: decode after all
             prep = self.decoder.prepare(prep.item, self._claim_anyway)
             if prep.error is not None:
@@ -230,14 +250,16 @@ class IndexRun:
 
     # ---- encoding and writing --------------------------------------------------------------
     def _encode(self) -> None:
-        vectors = self.encoder.encode_pixels(np.stack([p.pixels for p in self.pending]))
-        self.report.encoded += len(self.pending)
-        for prep, vector in zip(self.pending, vectors):
-            row = writer.ok_row(prep.item.stat, prep.content_hash, prep.meta, vector)
-            self.changes.upserts.append(row)
-            self.report.count_change(prep.item.old)
-            self._encoded(row)
+        for prep, vector in zip(self.pending, embed_batch(self.encoder, self.pending)):
+            self._add_encoded(prep, vector)
         self.pending = []
+
+    def _add_encoded(self, prep: Prepared, vector: np.ndarray) -> None:
+        row = writer.ok_row(prep.item.stat, prep.content_hash, prep.meta, vector)
+        self.changes.upserts.append(row)
+        self.report.encoded += 1
+        self.report.count_change(prep.item.old)
+        self._encoded(row)
 
     def _encoded(self, row: FileRow) -> None:
         """``row``'s content is known from now on; its waiting twins are copies of it."""

@@ -15,8 +15,9 @@ import time
 
 import numpy as np
 
+from searchkit.engine import Engine
 from searchkit.imageio import ImageMeta
-from searchkit.store import (SKIP_STORE, STATUS_OK, STATUS_SKIPPED, Changes, FileRow, Store,
+from searchkit.store import (SKIP_STORE, STATUS_OK, STATUS_SKIPPED, Changes, FileRow,
                              is_row_error, short_error, vector_to_blob)
 
 from .scan import FileStat
@@ -44,7 +45,7 @@ def copy_row(source: FileRow, stat: FileStat) -> FileRow:
                                indexed_at=time.time())
 
 
-def flush(store: Store, changes: Changes) -> None:
+def flush(store: Engine, changes: Changes) -> None:
     """Store ``changes`` atomically (one transaction, version bumped).
 
     If a row's values cannot be stored, the changes are stored again one at a time (each its
@@ -64,7 +65,7 @@ def flush(store: Store, changes: Changes) -> None:
             _write_single(store, single)
 
 
-def _write_single(store: Store, single: Changes) -> None:
+def _write_single(store: Engine, single: Changes) -> None:
     try:
         store.apply(single)
     except Exception as e:
@@ -76,7 +77,7 @@ def _write_single(store: Store, single: Changes) -> None:
             log.warning("could not store a change (%s); the next run retries it", short_error(e))
 
 
-def _record_unstorable(store: Store, row: FileRow, error: Exception) -> None:
+def _record_unstorable(store: Engine, row: FileRow, error: Exception) -> None:
     """Record the file of a row that cannot be stored as skipped, with the error."""
     log.warning("could not store %r: %s", row.path, short_error(error))
     stat = FileStat(row.path, row.size, row.mtime_ns)

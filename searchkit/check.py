@@ -23,7 +23,8 @@ import numpy as np
 
 from . import index as faiss_index
 from .errors import LibraryDamagedError, SearchkitError
-from .library import Library, write_lock
+from .library import Library
+from .local_engine import LocalEngine, write_lock
 from .store import META_INTS, META_KEYS, SCHEMA_VERSION, Store, sound_vectors
 
 MAX_EXAMPLES = 5     # paths shown per finding
@@ -79,14 +80,14 @@ def check_library(directory: str | Path, repair: bool = False) -> CheckReport:
     """Verify the library in ``directory`` (and repair it). Raises only when there is no
     library there or, with ``repair``, when an index run holds it."""
     directory = Path(directory).expanduser()
-    store = Store(directory)
+    store = LocalEngine(directory)
     if not store.path.is_file() or store.path.stat().st_size == 0:
         raise SearchkitError(f"no library at {directory} (no {store.path.name} there)")
     report = CheckReport(str(directory), repair)
     with write_lock(directory) if repair else nullcontext():
         if not (_check_store(store, report) and _check_meta(store, report, repair)):
             return report
-        library = Library(directory, store, store.info())
+        library = Library(store)
         migrated = library.info.schema_version == SCHEMA_VERSION  # else: read only, older
         rebuild = migrated and _check_log(store, report, repair)
         scan = _scan_rows(store, library.info.dim)

@@ -27,6 +27,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from .query import Filters
+    from .errors import LibraryDamagedError
     from .local_engine import LocalEngine
     from .store import Changes, File, FileRow, LibraryInfo, RowState, SoundVectors
 
@@ -63,7 +64,11 @@ class Engine(Protocol):
     # ---- the model it is bound to ----------------------------------------------------------
     def exists(self) -> bool: ...
     def create(self, model_name: str, fingerprint: str, dim: int) -> None: ...
+    def migrate(self) -> None:
+        """Bring what is stored to this searchkit's layout (an older library's)."""
     def info(self) -> "LibraryInfo": ...
+    def damaged(self, what: str) -> "LibraryDamagedError":
+        """The one wording of "this library is damaged", with what to do about it."""
     def rebind(self, model_name: str, fingerprint: str, dim: int) -> None:
         """Bind to another model: every vector is dropped, the rows wait to be encoded."""
 
@@ -103,7 +108,8 @@ class Engine(Protocol):
     def vectors_of(self, ids: np.ndarray) -> "SoundVectors": ...
     def content_copies(self, hashes: list[str]) -> dict[str, int]:
         """How many indexed files hold each content."""
-    def id_range(self) -> tuple[int, int] | None: ...
+    def sample_ok_paths(self, n: int) -> list[str]:
+        """The paths of up to ``n`` ok rows drawn at random (all of them when fewer)."""
 
     # ---- duplicates (searchkit.dupes) ------------------------------------------------------
     def count_ok(self, filters: "Filters | None" = None) -> int: ...
@@ -146,5 +152,6 @@ def open_engine(location: str | os.PathLike, create: bool = False) -> Engine:
     if is_milvus(location):
         from .milvus import open_milvus_engine
         return open_milvus_engine(str(location), create=create)
+    from .errors import LibraryDamagedError
     from .local_engine import LocalEngine
     return LocalEngine.at(Path(location).expanduser(), create=create)

@@ -1,43 +1,42 @@
-"""A library: one directory holding the SQLite store and its derived FAISS index, bound to one
-model. Every operation a user can ask for lives here (open, search, status, roots, forget,
-reindex, check); ``indexer`` writes into it. The SQL behind them is the store's."""
+"""A library: images, their vectors and metadata in one storage engine, bound to one model.
+Every operation a user can ask for lives here (open, search, status, roots, forget, reindex,
+check, import, export); ``indexer`` writes into it. Storage is the engine's
+(:mod:`searchkit.engine`): a local directory (SQLite + FAISS, the default) or a Milvus
+collection, chosen by the library's location."""
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
-from filelock import FileLock, Timeout
 
 from . import hybrid as hybrid_rank
-from . import index as faiss_index
 from . import ocr as ocr_text
 from .encoders import fast_query
 from .encoders.registry import load_encoder
-from .errors import LibraryBusyError, ModelMismatchError, SearchkitError
+from .engine import Engine, IndexMaintenance, is_milvus, open_engine
+from .errors import ModelMismatchError, SearchkitError
 from .fsinfo import text_path
 from .index import EXACT_FILTER_LIMIT  # noqa: F401  (where benches have read it)
-from .index_cache import IndexCache, IndexState, IndexUpdate
+from .index_cache import IndexState
+from .local_engine import LOCK_FILE, LocalEngine, write_lock  # noqa: F401  (their old home)
 from .paths import absolute, is_under
 from .query import Filters, Hit, Query, combine, unknown_terms, validate
-from .store import STATUS_OK, STATUS_SKIPPED, File, LibraryInfo, Store, vector_problem
+from .store import STATUS_OK, STATUS_SKIPPED, File, vector_problem
 
 if TYPE_CHECKING:
     from .check import CheckReport
     from .dupes import DupesReport
     from .encoders.base import Encoder
+    from .index import SearchIndex
 
 log = logging.getLogger(__name__)
-
-LOCK_FILE = "write.lock"
 
 EncoderFactory = Callable[[str], "Encoder"]
 
@@ -73,7 +72,8 @@ class LibraryStatus:
 
 @dataclass(frozen=True)
 class SearchTimings:
-    """Where one search spent its time (seconds)."""
+    """Where one search spent its time (seconds): encoding the query, the engine's vector
+    search (filters included) and reading the hits' rows."""
     encode: float = 0.0
     faiss: float = 0.0
     sqlite: float = 0.0
@@ -101,8 +101,8 @@ class IndexPlan:
     paths: list[str]
 
 
-def reindex_hint(directory: Path, model: str) -> str:
-    return f"re-index with: searchkit index --library {directory} --model {model} --reindex"
+def reindex_hint(location: str | Path, model: str) -> str:
+    return f"re-index with: searchkit index --library {location} --model {model} --reindex"
 
 
 class Library:
@@ -112,52 +112,57 @@ class Library:
     cache are guarded, and a search keeps its timings in its result, not on the instance.
     """
 
-    def __init__(self, directory: Path, store: Store, info: LibraryInfo,
-                 encoder: "Encoder | None" = None,
+    def __init__(self, engine: Engine, encoder: "Encoder | None" = None,
                  encoder_factory: EncoderFactory = load_encoder, fast_queries: bool = False):
         """``fast_queries``: encode queries with the model's exported torch-free query side
         (:mod:`~searchkit.encoders.fast_query`) when there is one and no encoder is loaded."""
-        self.directory = Path(directory)
-        self.store = store
-        self.info = info
+        self.engine = engine
+        self.location = engine.location
+        self.info = engine.info()
         self._encoder = encoder
         self._encoder_factory = encoder_factory
         self._fast_queries = fast_queries
-        self._cache = IndexCache(self.directory, store, info)
         self._fast: fast_query.FastQueryEncoder | None | bool = False  # False: not looked up
         self._encoder_lock = threading.Lock()
         if encoder is not None:
             self._check_encoder(encoder)
 
+    @property
+    def directory(self) -> Path:
+        """The directory of a local library (a Milvus library has none)."""
+        return self.engine.local("a library directory").directory
+
+    @property
+    def store(self) -> LocalEngine:
+        """The SQLite store of a local library, for what only it has (see :mod:`engine`)."""
+        return self.engine.local("this")
+
     # ---- opening ---------------------------------------------------------------------------
     @classmethod
-    def open(cls, directory: str | Path, model: str | None = None, create: bool = False,
+    def open(cls, location: str | Path, model: str | None = None, create: bool = False,
              encoder: "Encoder | None" = None, encoder_factory: EncoderFactory | None = None,
              fast_queries: bool | None = None) -> "Library":
-        """Open the library in ``directory``; with ``create``, make it (bound to ``model``).
+        """Open the library at ``location`` (a directory, or a ``milvus://`` URI: see
+        :mod:`searchkit.engine`); with ``create``, make it (bound to ``model``).
 
         ``model`` given for an existing library must be the one it was indexed with.
         ``encoder_factory`` builds the model from its name (default: the registry's
         ``load_encoder``); ``fast_queries`` (default: when the factory is the registry's) lets
         queries skip torch, see :class:`Library`.
         """
-        directory = Path(directory).expanduser()
-        store = _existing_store(directory, create)
+        engine = open_engine(_location(location), create)
         factory = encoder_factory or load_encoder
-        if not store.exists():
+        if not engine.exists():
             encoder = encoder or factory(model or _default_model())
-            with write_lock(directory):
-                if not store.exists():
-                    store.create(model or encoder.name, encoder.fingerprint(), encoder.dim)
-        store.migrate()
-        info = store.info()
+            _create(engine, model or encoder.name, encoder.fingerprint(), encoder.dim)
+        engine.migrate()
+        info = engine.info()
         if model is not None and model != info.model_name:
             raise ModelMismatchError(
-                f"library {directory} was indexed with model {info.model_name!r}, not {model!r}; "
-                + reindex_hint(directory, model))
+                f"library {engine.location} was indexed with model {info.model_name!r}, not "
+                f"{model!r}; " + reindex_hint(engine.location, model))
         fast = encoder_factory is None if fast_queries is None else fast_queries
-        return cls(directory, store, info, encoder=encoder, encoder_factory=factory,
-                   fast_queries=fast)
+        return cls(engine, encoder=encoder, encoder_factory=factory, fast_queries=fast)
 
     @classmethod
     def open_for_indexing(cls, directory: str | Path, model: str | None = None,
@@ -219,9 +224,9 @@ class Library:
     def _check_encoder(self, enc: "Encoder") -> None:
         if enc.dim != self.info.dim or enc.fingerprint() != self.info.model_fingerprint:
             raise ModelMismatchError(
-                f"model {enc.name!r} has changed since library {self.directory} was indexed "
+                f"model {enc.name!r} has changed since library {self.location} was indexed "
                 f"(weights fingerprint {enc.fingerprint()[:12]} != "
-                f"{self.info.model_fingerprint[:12]}); " + reindex_hint(self.directory, enc.name))
+                f"{self.info.model_fingerprint[:12]}); " + reindex_hint(self.location, enc.name))
 
     # ---- writing ---------------------------------------------------------------------------
     def reindex(self, model: str | None = None) -> None:
@@ -238,74 +243,62 @@ class Library:
 
     def rebind(self, encoder: "Encoder") -> None:
         """Bind to another model (callers hold the write lock; see :meth:`reindex`)."""
-        self.store.rebind(encoder.name, encoder.fingerprint(), encoder.dim)
-        self.info = self.store.info()
+        self.engine.rebind(encoder.name, encoder.fingerprint(), encoder.dim)
+        self.info = self.engine.info()
         self._encoder = encoder
         self._fast = False
-        self._cache.forget()
-        self._cache = IndexCache(self.directory, self.store, self.info)
 
     def roots(self) -> list[str]:
         """The folders (and files) indexed, as the library records them, sorted."""
-        return self.store.roots()
+        return self.engine.roots()
 
     def add_roots(self, paths: list[str | os.PathLike] | tuple) -> None:
         """Record folders so that an index run with no paths scans them too."""
-        self.store.add_roots([absolute(p) for p in paths], time.time())
+        self.engine.add_roots([absolute(p) for p in paths], time.time())
 
     def forget(self, path: str | os.PathLike) -> ForgetResult:
         """Stop tracking a folder indexed before (or one holding such folders; it may no
         longer exist): its files leave the library and the index. The files are not touched."""
         root = absolute(path)
         with self.writer():
-            if not any(is_under(r, root) for r in self.store.roots()):
+            if not any(is_under(r, root) for r in self.engine.roots()):
                 raise SearchkitError(f"{text_path(root)} is not an indexed folder "
                                      "(see searchkit status)")
-            removed = self.store.forget(root)
+            removed = self.engine.forget(root)
             self.update_index()
         return ForgetResult(root, removed)
 
-    @contextmanager
-    def writer(self) -> Iterator[None]:
-        """Hold the library's write lock; a second writer fails at once. Temp files left by
-        a killed index save are removed on the way in."""
-        with write_lock(self.directory):
-            faiss_index.remove_stray_temp_files(self.directory)
-            yield
+    def writer(self):
+        """Hold the library's write lock (a context manager); a second writer fails at once."""
+        return self.engine.writer()
 
     def is_busy(self) -> bool:
-        lock = FileLock(str(self.directory / LOCK_FILE), timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            return True
-        lock.release()
-        return False
+        return self.engine.is_busy()
 
-    # ---- the FAISS cache (decisions in searchkit.index_cache) ------------------------------
-    def search_index(self, save: bool = True) -> faiss_index.SearchIndex:
+    def update_index(self, rebuild: bool = False) -> IndexMaintenance:
+        """The store changed: bring the index up to date in work proportional to the change
+        (the one call for index runs, imports, forget and repairs; callers hold the write
+        lock). See the engine's ``update_index``."""
+        return self.engine.update_index(rebuild)
+
+    # ---- the local FAISS cache (decisions in searchkit.index_cache) ------------------------
+    def search_index(self, save: bool = True) -> "SearchIndex":
         """The index, so that it answers with exactly the stored vectors: the saved base
         (memory-mapped when large) and the rows changed since it was built, read from the
         store's change log. Rebuilt (and saved) only when no saved index covers the store."""
-        return self._cache.current(save)
+        return self._cache().current(save)
 
-    def update_index(self, rebuild: bool = False) -> IndexUpdate:
-        """The store changed: bring the saved index up to date in work proportional to the
-        change (the one call for index runs, imports, forget and repairs; callers hold the
-        write lock). Folds the changed rows into the saved index past a threshold, rebuilds
-        only when its quantizer must be trained again (or ``rebuild``)."""
-        return self._cache.update(rebuild)
-
-    def rebuild_index(self, save: bool = True) -> faiss_index.SearchIndex:
+    def rebuild_index(self, save: bool = True) -> "SearchIndex":
         """Build from every stored vector. Rows whose stored vector is damaged are left out
         (and reported)."""
-        with self._cache._lock:
-            return self._cache.rebuild(save)
+        cache = self._cache()
+        with cache._lock:
+            return cache.rebuild(save)
 
-    def saved_index(self, verify: bool | None = None) -> faiss_index.SearchIndex | None:
+    def saved_index(self, verify: bool | None = None) -> "SearchIndex | None":
         """The saved index with the changes since, as saved (nothing rebuilt or written);
         None if missing or stale; DamagedIndexError if damaged (``searchkit check``)."""
-        return self._cache.saved(verify)
+        return self._cache().saved(verify)
 
     def index_state(self, verify: bool | None = None) -> str:
         """"fresh", "stale", "missing" or "damaged" (the saved index, as the next search
@@ -315,7 +308,10 @@ class Library:
     def saved_index_state(self, verify: bool | None = None) -> IndexState:
         """:meth:`index_state` with the stamp and the changes pending (``verify``: read the
         whole file to check its checksum; default: when it is small)."""
-        return self._cache.state(verify)
+        return self._cache().state(verify)
+
+    def _cache(self):
+        return self.engine.local("the FAISS index cache").cache
 
     # ---- search ----------------------------------------------------------------------------
     def query_vector(self, query: Query, encoder: "Encoder | None" = None) -> np.ndarray:
@@ -342,12 +338,12 @@ class Library:
         return self._stored_vector(file_id)
 
     def _stored_vector(self, file_id: int) -> np.ndarray:
-        f = self.store.get_file(file_id)
+        f = self.engine.get_file(file_id)
         if f is None or f.status != STATUS_OK:
             raise SearchkitError(f"no indexed image with id {file_id}")
         problem = vector_problem(f.vector, self.info.dim)
         if problem is not None:
-            raise self.store.damaged(f"image {file_id} has a damaged vector ({problem})")
+            raise self.engine.damaged(f"image {file_id} has a damaged vector ({problem})")
         return np.frombuffer(f.vector, dtype=np.float32)
 
     def search(self, query: Query, k: int = 10, filters: Filters | None = None,
@@ -368,24 +364,21 @@ class Library:
         lap = _Laps()
         qv = self.query_vector(query, encoder)
         encode = lap()
-        index = self.search_index()
-        allowed = self.store.filter_ids(filters) if filters is not None and \
-            filters.active() else None
         words = self._hybrid_words(query, hybrid)
-        sqlite = lap()
-        scores, ids = index.search(qv, max(k, hybrid_rank.HYBRID_DEPTH) if words else k, allowed)
+        scores, ids = self.engine.search(qv, max(k, hybrid_rank.HYBRID_DEPTH) if words else k,
+                                         filters)
         faiss = lap()
         if words:
             scores, ids = self._lift_by_text(qv, scores, ids, words, k, filters)
         hits = self._hits(scores, ids, threshold)
-        return SearchResult(hits, SearchTimings(encode, faiss, sqlite + lap()))
+        return SearchResult(hits, SearchTimings(encode, faiss, lap()))
 
     # ---- hybrid ranking (issue 14; the rule: searchkit.hybrid) -------------------------------
     def _hybrid_words(self, query: Query, hybrid: bool | None) -> list[str]:
         """The query's words to look for in images' text; none when the ranking is CLIP's
         alone (``hybrid`` False, no positive text term, or by default no text read)."""
         texts = [t for t, weight in query.texts if weight > 0]
-        if hybrid is False or not texts or (hybrid is None and not self.store.has_ocr_text()):
+        if hybrid is False or not texts or (hybrid is None and not self._has_text()):
             return []
         return ocr_text.query_words(texts)
 
@@ -394,9 +387,10 @@ class Library:
                       ) -> tuple[np.ndarray, np.ndarray]:
         """The fused top ``k`` (ids, and their CLIP similarity as the score) of the CLIP
         ranking (``ids``) and the text ranking of ``words`` within ``filters``."""
-        text = self.store.ocr_ranking(words, max(k, hybrid_rank.HYBRID_DEPTH), filters)
+        text = self.engine.local("text read in images (--hybrid)").ocr_ranking(
+            words, max(k, hybrid_rank.HYBRID_DEPTH), filters)
         extra = np.setdiff1d(np.asarray(text, np.int64), ids)
-        found = self.store.vectors_of(extra)
+        found = self.engine.vectors_of(extra)
         similarity = dict(zip(found.ids.tolist(), (found.vectors @ qv).tolist()))
         cosine = similarity | dict(zip(ids.tolist(), scores.tolist()))
         text = [i for i in text if i in cosine]  # a damaged vector is out of search
@@ -405,7 +399,7 @@ class Library:
                 np.asarray(top, np.int64))
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray, threshold: float | None) -> list[Hit]:
-        files = self.store.get_files([int(i) for i in ids])
+        files = self.engine.get_files([int(i) for i in ids])
         hits = []
         for score, i in zip(scores, ids):
             if threshold is not None and score < threshold:
@@ -428,69 +422,58 @@ class Library:
         largest groups (all are counted)."""
         from .dupes import DupesOptions, find_dupes
         options = DupesOptions.parse(threshold, k, keep, exact_only, limit)
-        return find_dupes(self.store, self.info.dim, options, filters)
+        return find_dupes(self.engine, self.info.dim, options, filters)
 
     def _with_duplicates(self, hits: list[Hit], files: dict) -> list[Hit]:
         """``hits`` with how many other indexed files hold each one's content (one indexed
         count for all of them)."""
         hashes = {h.id: files[h.id].content_hash for h in hits}
-        copies = self.store.content_copies([c for c in hashes.values() if c])
+        copies = self.engine.content_copies([c for c in hashes.values() if c])
         return [replace(h, duplicates=copies.get(hashes[h.id], 1) - 1) if hashes[h.id] else h
                 for h in hits]
 
     # ---- reading ---------------------------------------------------------------------------
     def status(self, with_skipped: bool = True) -> LibraryStatus:
-        counts = self.store.counts()
-        saved = self.saved_index_state()
-        kind = saved.stamp.kind if saved.stamp else \
-            faiss_index.choose_kind(counts.get(STATUS_OK, 0))
-        skipped = [SkippedFile(f.path, f.reason or "") for f in self.store.skipped()] \
+        counts = self.engine.counts()
+        index = self.engine.index()
+        skipped = [SkippedFile(f.path, f.reason or "") for f in self.engine.skipped()] \
             if with_skipped else []
         return LibraryStatus(
-            directory=str(self.directory), model_name=self.info.model_name,
+            directory=self.location, model_name=self.info.model_name,
             model_fingerprint=self.info.model_fingerprint, dim=self.info.dim,
             schema_version=self.info.schema_version, indexed=counts.get(STATUS_OK, 0),
-            skipped=counts.get(STATUS_SKIPPED, 0), roots=self.roots(), index_kind=kind,
-            index_state=saved.state, index_pending=saved.pending,
-            index_device="gpu" if faiss_index.gpu_count() else "cpu",
-            busy=self.is_busy(), skipped_files=skipped, problems=self._problems(saved),
+            skipped=counts.get(STATUS_SKIPPED, 0), roots=self.roots(), index_kind=index.kind,
+            index_state=index.state, index_pending=index.pending, index_device=index.device,
+            busy=self.is_busy(), skipped_files=skipped, problems=self.engine.problems(),
             queries="onnx" if self._fast_queries and fast_query.available(
                 self.info.model_name, self.info.model_fingerprint) else "torch",
             **self._ocr_status())
 
     def _ocr_status(self) -> dict:
-        counts = self.store.ocr_counts()
-        return dict(ocr=self.store.ocr_on(), ocr_with_text=counts.with_text,
+        if not isinstance(self.engine, LocalEngine):
+            return {}
+        counts = self.engine.ocr_counts()
+        return dict(ocr=self.engine.ocr_on(), ocr_with_text=counts.with_text,
                     ocr_failed=counts.failed)
+
+    def _has_text(self) -> bool:
+        """Whether the library holds text read in its images (only a local one can)."""
+        return isinstance(self.engine, LocalEngine) and self.engine.has_ocr_text()
 
     # ---- text in images (issue 14: index --ocr; the engine: searchkit.ocr) ------------------
     def set_ocr(self, on: bool) -> None:
         """Read the text in images from the next index run on (remembered by the library);
         turned on for an indexed library, that run reads the text of every image it has
         (their vectors stay). Turned off, the text read so far stays searchable."""
+        store = self.engine.local("reading the text in images (--ocr)") if on else None
         with self.writer():
-            self.store.set_ocr(on)
+            if store is not None:
+                store.set_ocr(True)
+            elif isinstance(self.engine, LocalEngine):
+                self.engine.set_ocr(False)
 
     def ocr_on(self) -> bool:
-        return self.store.ocr_on()
-
-    def _problems(self, saved: IndexState) -> list[str]:
-        """What is wrong, cheaply (no full scan of the vectors: `searchkit check` does it)."""
-        problems = []
-        if saved.damage is not None:
-            problems.append(f"the saved index is damaged ({saved.damage}); the next search "
-                            "rebuilds it")
-        strays = faiss_index.stray_temp_files(self.directory)
-        if strays:
-            problems.append(faiss_index.describe_temp_files(strays)
-                            + "; the next index run removes them")
-        if saved.state == "fresh" and saved.stamp.left_out:
-            problems.append(f"{saved.stamp.left_out} indexed images have a damaged vector "
-                            "and are left out of search")
-        waiting = self.store.awaiting_reencoding()
-        if waiting:
-            problems.append(f"{waiting} images wait to be encoded again by the next index run")
-        return problems
+        return self.engine.ocr_on()
 
     @staticmethod
     def check(directory: str | Path, repair: bool = False) -> "CheckReport":
@@ -501,46 +484,44 @@ class Library:
         return check_library(directory, repair=repair)
 
     def get(self, file_id: int) -> File | None:
-        return self.store.get_file(file_id)
+        return self.engine.get_file(file_id)
 
     def indexed_file(self, file_id: int) -> File | None:
         """An indexed image's row, without its vector; None unless an ok row has this id."""
-        f = self.store.get_files([file_id]).get(file_id)
+        f = self.engine.get_files([file_id]).get(file_id)
         return f if f is not None and f.status == STATUS_OK else None
 
     def formats(self) -> list[str]:
         """The image formats of the indexed files, sorted."""
-        return self.store.formats()
+        return self.engine.formats()
 
     # ---- import and export of embeddings (issue 12; the format: searchkit.parquet_io) -------
     @classmethod
-    def open_for_import(cls, directory: str | Path, file: str | os.PathLike,
+    def open_for_import(cls, location: str | Path, file: str | os.PathLike,
                         encoder_factory: EncoderFactory | None = None) -> "Library":
-        """The library in ``directory``, or a new one bound to the model ``file`` names. The
+        """The library at ``location``, or a new one bound to the model ``file`` names. The
         model is loaded only when the file's vectors do not state their dimension (a list of
         variable size); then its fingerprint must be the file's."""
         from .parquet_io import EmbeddingsReader
         reader = EmbeddingsReader(file)  # a file that cannot be imported makes no library
-        directory = Path(directory).expanduser()
-        store = _existing_store(directory, create=True)
-        if store.exists():
-            return cls.open(directory, encoder_factory=encoder_factory)
+        engine = open_engine(_location(location), create=True)
+        if engine.exists():
+            return cls.open(location, encoder_factory=encoder_factory)
         model = reader.model
         if not model.named:
-            raise SearchkitError(f"cannot make library {directory} from {os.fspath(file)}: "
-                                 "its schema metadata names no model (searchkit.model, "
-                                 "searchkit.model_fingerprint); index a folder first")
+            raise SearchkitError(f"cannot make library {engine.location} from "
+                                 f"{os.fspath(file)}: its schema metadata names no model "
+                                 "(searchkit.model, searchkit.model_fingerprint); index a "
+                                 "folder first")
         if reader.dim is None:
             encoder = (encoder_factory or load_encoder)(model.name)
             if encoder.fingerprint() != model.fingerprint:
-                raise ModelMismatchError(_file_model_mismatch(file, model.name,
-                                                              model.fingerprint, encoder.name,
-                                                              encoder.fingerprint(), directory))
-            return cls.open(directory, model=model.name, create=True, encoder=encoder)
-        with write_lock(directory):
-            if not store.exists():
-                store.create(model.name, model.fingerprint, reader.dim)
-        return cls.open(directory, encoder_factory=encoder_factory)
+                raise ModelMismatchError(_file_model_mismatch(
+                    file, model.name, model.fingerprint, encoder.name, encoder.fingerprint(),
+                    engine.location))
+            return cls.open(location, model=model.name, create=True, encoder=encoder)
+        _create(engine, model.name, model.fingerprint, reader.dim)
+        return cls.open(location, encoder_factory=encoder_factory)
 
     def import_parquet(self, file: str | os.PathLike, check_model: bool = True,
                        batch_rows: int | None = None, update_index: bool = True
@@ -572,17 +553,17 @@ class Library:
             raise SearchkitError(
                 f"cannot import {os.fspath(file)}: its schema metadata does not name the model "
                 "of its vectors (searchkit.model, searchkit.model_fingerprint; searchkit export "
-                f"writes them); to import it into library {self.directory} as vectors of "
+                f"writes them); to import it into library {self.location} as vectors of "
                 f"{self.info.model_name!r} anyway, pass --no-model-check")
         if (model.name, model.fingerprint) != (self.info.model_name,
                                                self.info.model_fingerprint):
             raise ModelMismatchError(_file_model_mismatch(
                 file, model.name, model.fingerprint, self.info.model_name,
-                self.info.model_fingerprint, self.directory))
+                self.info.model_fingerprint, self.location))
 
     def _import_batch(self, batch, report: "ImportReport") -> None:
         """Store one batch's rows that differ from what is stored at their paths."""
-        stored = self.store.rows_at(batch.paths)
+        stored = self.engine.rows_at(batch.paths)
         rows = []
         for row in _imported_rows(batch, stored, time.time()):
             old = stored.get(row.path)
@@ -594,7 +575,7 @@ class Library:
                 report.added += 1
             else:
                 report.updated += 1
-        self.store.upsert_rows(rows)
+        self.engine.upsert_rows(rows)
         report.absent += sum(1 for p in batch.paths if not os.path.exists(p))
         report.renormalised += batch.renormalised
         report.add_bad(batch.bad)
@@ -612,7 +593,7 @@ class Library:
         report = ExportReport(os.fspath(file))
         model = FileModel(self.info.model_name, self.info.model_fingerprint)
         with EmbeddingsWriter(file, self.info.dim, model) as out:
-            for rows in self.store.export_rows():
+            for rows in self.engine.export_rows():
                 sound = sound_vectors([r.id for r in rows], [r.vector for r in rows],
                                       self.info.dim)
                 rows = [r for r in rows if r.id not in sound.bad]
@@ -628,16 +609,9 @@ class Library:
         rows, else counted on ``sample`` (default ``ABSENT_SAMPLE``) row ids drawn at random
         (`searchkit check` counts them all)."""
         sample = sample or ABSENT_SAMPLE
-        indexed = self.store.counts().get(STATUS_OK, 0)
-        span = self.store.id_range()
-        if span is None or not indexed:
-            return AbsentFiles(0, 0, indexed)
-        ids = range(span[0], span[1] + 1)
-        if len(ids) > sample:
-            ids = sorted(random.Random(span[1]).sample(ids, sample))
-        rows = [f for f in self.store.get_files(list(ids)).values() if f.status == STATUS_OK]
-        return AbsentFiles(len(rows), sum(1 for f in rows if not os.path.exists(f.path)),
-                           indexed)
+        indexed = self.engine.counts().get(STATUS_OK, 0)
+        paths = self.engine.sample_ok_paths(sample) if indexed else []
+        return AbsentFiles(len(paths), sum(1 for p in paths if not os.path.exists(p)), indexed)
 
 
 from .store import IMPORTED_MTIME_NS, IMPORTED_SIZE, META_COLUMNS, FileRow  # noqa: E402
@@ -690,11 +664,11 @@ class AbsentFiles:
 
 
 def _file_model_mismatch(file: str | os.PathLike, file_model: str, file_fingerprint: str,
-                         model: str, fingerprint: str, directory: Path) -> str:
+                         model: str, fingerprint: str, location: str) -> str:
     return (f"{os.fspath(file)} holds vectors of model {file_model!r} (weights fingerprint "
-            f"{file_fingerprint[:12]}), library {directory} is bound to {model!r} "
+            f"{file_fingerprint[:12]}), library {location} is bound to {model!r} "
             f"({fingerprint[:12]}); nothing was imported. To switch the library to the file's "
-            f"model, " + reindex_hint(directory, file_model) + ", then import again")
+            f"model, " + reindex_hint(location, file_model) + ", then import again")
 
 
 def _imported_rows(batch, stored: dict, now: float) -> Iterator[FileRow]:
@@ -732,20 +706,16 @@ def _default_model() -> str:
     return DEFAULT_MODEL
 
 
-def _existing_store(directory: Path, create: bool) -> Store:
-    """The store of the library in ``directory`` (with ``create``, the folder is made)."""
-    missing = SearchkitError(f"no library at {directory}: index a folder first "
-                             f"(searchkit index PATH --library {directory})")
-    if not directory.exists():
-        if not create:
-            raise missing
-        directory.mkdir(parents=True)
-    elif not directory.is_dir():
-        raise SearchkitError(f"library path {directory} is not a directory")
-    store = Store(directory)
-    if not create and not store.exists():
-        raise missing
-    return store
+def _location(location: str | os.PathLike) -> str | Path:
+    """A ``milvus://`` URI as given, anything else as a directory path."""
+    return location if is_milvus(location) else Path(location).expanduser()
+
+
+def _create(engine: Engine, model_name: str, fingerprint: str, dim: int) -> None:
+    """Make the library bound to this model unless another process just did."""
+    with engine.writer():
+        if not engine.exists():
+            engine.create(model_name, fingerprint, dim)
 
 
 class _Laps:
@@ -758,17 +728,3 @@ class _Laps:
         now = time.perf_counter()
         elapsed, self._last = now - self._last, now
         return elapsed
-
-
-@contextmanager
-def write_lock(directory: Path) -> Iterator[None]:
-    lock = FileLock(str(Path(directory) / LOCK_FILE), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise LibraryBusyError(f"library is busy: another `searchkit index` is writing to "
-                               f"{directory}; wait for it to finish") from None
-    try:
-        yield
-    finally:
-        lock.release()

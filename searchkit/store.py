@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import operator
 import os
+import random
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -865,11 +866,19 @@ class Store:
                 last = rows[-1].id
                 yield rows
 
-    def id_range(self) -> tuple[int, int] | None:
-        """The smallest and largest row id (any status), or None for an empty library."""
+    def sample_ok_paths(self, n: int) -> list[str]:
+        """The paths of up to ``n`` ok rows drawn at random (every one when the ids span at
+        most ``n``): row ids are drawn from the id range, so it costs ``n`` lookups."""
         with self.session() as s:
             lo, hi = s.execute(select(func.min(File.id), func.max(File.id))).one()
-        return None if lo is None else (lo, hi)
+            if lo is None:
+                return []
+            ids = range(lo, hi + 1)
+            if len(ids) > n:
+                ids = sorted(random.Random(hi).sample(ids, n))
+            return [p for start in range(0, len(ids), 500) for p in s.scalars(
+                select(File.path).where(File.id.in_(list(ids[start:start + 500])),
+                                        File.status == STATUS_OK))]
 
     # ---- duplicates (issue 14; the logic: searchkit.dupes) -----------------------------------
     def count_ok(self, filters: Filters | None = None) -> int:

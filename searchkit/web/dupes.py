@@ -48,7 +48,7 @@ class ReportCache:
 
     def get(self, options: DupesOptions, filters: Filters):
         with self._lock:
-            key = (options, astuple(filters), self.library.store.vectors_version())
+            key = (options, astuple(filters), self.library.engine.vectors_version())
             report = self._reports.get(key)
             if report is None:
                 report = self.library.dupes(options.threshold, options.k, options.keep,

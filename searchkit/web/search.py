@@ -47,7 +47,7 @@ class Searcher:
 
     def warm(self) -> None:
         """Load the model and the index now, so the first request is answered warm."""
-        self.library.search_index()
+        self.library.engine.warm()
         self.encoder.encode_texts(["warm up"])
 
     def search(self, query: Query, k: int, filters: Filters | None = None,
