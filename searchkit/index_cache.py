@@ -182,7 +182,7 @@ class IndexCache:
         return self.rebuild(save)
 
     def _fetch(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rows = self.store.vectors_of(ids)
+        rows = self.store.vectors_for(ids)  # the re-rank's read: plain SQL, no ORM session
         return rows.ids, rows.vectors
 
     # ---- writing (index runs, import, forget, repair) --------------------------------------
@@ -260,7 +260,7 @@ class IndexCache:
         """``rows`` -> the stored vectors of that many ok rows drawn at random (training)."""
         def sample(rows: int) -> np.ndarray:
             rng = np.random.default_rng(len(ids))
-            return self.store.vectors_of(np.sort(rng.choice(ids, rows, replace=False))).vectors
+            return self.store.vectors_for(rng.choice(ids, rows, replace=False)).vectors
         return sample
 
     def _chunks(self, bad: dict[int, str]):
