@@ -7,13 +7,13 @@ from typing import Optional
 
 import typer
 
-from .common import LibraryOption, library_dir, print_json, show, user_errors
+from .common import LibraryOption, library_location, print_json, show, user_errors
 
 EXIT_PROBLEMS = 1   # problems remain (errors a user caused exit 2, as everywhere)
 
 
 def check_cmd(
-    library: Optional[Path] = LibraryOption,
+    library: Optional[str] = LibraryOption,
     repair: bool = typer.Option(False, "--repair", help="Fix what can be fixed without losing "
                                 "a stored row: rebuild the index, mark damaged vectors to be "
                                 "encoded again, remove stray temp files."),
@@ -22,7 +22,7 @@ def check_cmd(
     """Verify a library: database, meta, every vector, files on disk, the saved index, temp
     files. Exits 0 when healthy (or repaired), 1 when problems remain."""
     from searchkit import Library
-    report = Library.check(library_dir(library), repair=repair)
+    report = Library.check(library_location(library), repair=repair)
     if json_out:
         print_json(report.to_json())
     else:

@@ -29,18 +29,21 @@ class UserError(Exception):
 
 
 def default_library_dir() -> Path:
-    env = os.environ.get(LIBRARY_ENV)
-    if env:
-        return Path(env).expanduser()
     from platformdirs import user_data_dir
     return Path(user_data_dir("searchkit")) / "library"
 
 
 LibraryOption = typer.Option(None, "--library", "-L", envvar=LIBRARY_ENV,
-                             help="Library directory (env SEARCHKIT_LIBRARY; default: per-user data dir).")
+                             help="Library directory, or milvus://HOST:PORT/COLLECTION for a "
+                                  "library on Milvus (env SEARCHKIT_LIBRARY; default: per-user "
+                                  "data dir).")
 
 
-def library_dir(value: Path | None) -> Path:
+def library_location(value: str | None) -> str | Path:
+    """Where the library is: a ``milvus://`` URI as given, else a directory."""
+    from searchkit.engine import is_milvus
+    if value and is_milvus(value):
+        return value
     return Path(value).expanduser() if value else default_library_dir()
 
 

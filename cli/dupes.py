@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .common import LibraryOption, Whole, library_dir, print_json, show, table_console, \
+from .common import LibraryOption, Whole, library_location, print_json, show, table_console, \
     user_errors
 from .library_cmds import (AfterOption, BeforeOption, CameraOption, DateFieldOption,
                            FormatOption, GlobOption, JsonOption, MinHeightOption,
@@ -39,7 +39,7 @@ def dupes_cmd(
     formats: list[str] = FormatOption,
     camera: Optional[str] = CameraOption,
     text_contains: Optional[str] = TextContainsOption,
-    library: Optional[Path] = LibraryOption,
+    library: Optional[str] = LibraryOption,
     json_out: bool = JsonOption,
 ) -> None:
     """Find duplicate images: exact copies (same content) and near-duplicates (recompressed,
@@ -55,7 +55,7 @@ def dupes_cmd(
         filters = _filters(path, glob, after, before, date_field, min_width, min_height,
                            formats, camera, text_contains)
         options = DupesOptions.parse(threshold, k, keep, exact_only, limit)
-    lib = Library.open(library_dir(library))
+    lib = Library.open(library_location(library))
     report = lib.dupes(options.threshold, options.k, options.keep, filters, options.exact_only,
                        options.limit)
     if json_out:

@@ -10,7 +10,7 @@ from typing import Iterator, Optional
 
 import typer
 
-from .common import (LibraryOption, UserError, Whole, console, library_dir, print_json,
+from .common import (LibraryOption, UserError, Whole, console, library_location, print_json,
                      print_paths, show, table_console, user_errors, warn)
 
 ModelOption = typer.Option(None, "--model", "-m",
@@ -21,14 +21,14 @@ JsonOption = typer.Option(False, "--json", help="Machine-readable JSON output.")
 
 def _open(library: Path | None, model: str | None, create: bool = False):
     from searchkit import Library
-    return Library.open(library_dir(library), model=model, create=create)
+    return Library.open(library_location(library), model=model, create=create)
 
 
 # ---- index -----------------------------------------------------------------------------------
 def index_cmd(
     paths: list[Path] = typer.Argument(None, help="Folders or files to index (default: every "
                                        "folder indexed before)."),
-    library: Optional[Path] = LibraryOption,
+    library: Optional[str] = LibraryOption,
     model: Optional[str] = ModelOption,
     reindex: bool = typer.Option(False, "--reindex", help="Drop all vectors and encode every "
                                  "file again (needed to switch --model)."),
@@ -245,7 +245,7 @@ def search_cmd(
                                            "this file ('-' for stdin): plain text or a JSON "
                                            "object; prints JSON Lines."),
     paths_out: bool = PathsOption,
-    library: Optional[Path] = LibraryOption,
+    library: Optional[str] = LibraryOption,
     model: Optional[str] = ModelOption,
     json_out: bool = JsonOption,
 ) -> None:
@@ -333,7 +333,7 @@ def similar_cmd(
     text_contains: Optional[str] = TextContainsOption,
     no_hybrid: bool = NoHybridOption,
     paths_out: bool = PathsOption,
-    library: Optional[Path] = LibraryOption,
+    library: Optional[str] = LibraryOption,
     model: Optional[str] = ModelOption,
     json_out: bool = JsonOption,
 ) -> None:
@@ -352,7 +352,7 @@ def similar_cmd(
 
 
 # ---- status ----------------------------------------------------------------------------------
-def status_cmd(library: Optional[Path] = LibraryOption, json_out: bool = JsonOption) -> None:
+def status_cmd(library: Optional[str] = LibraryOption, json_out: bool = JsonOption) -> None:
     """Show the library's model, counts, index state and skipped files."""
     from dataclasses import asdict
     lib = _open(library, None)
@@ -392,7 +392,7 @@ def status_cmd(library: Optional[Path] = LibraryOption, json_out: bool = JsonOpt
 
 def forget_cmd(
     path: Path = typer.Argument(..., help="A folder indexed before (it may no longer exist)."),
-    library: Optional[Path] = LibraryOption,
+    library: Optional[str] = LibraryOption,
 ) -> None:
     """Stop tracking a folder: its images leave the library (the files are not touched)."""
     forgotten = _open(library, None).forget(path)

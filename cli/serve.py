@@ -8,13 +8,13 @@ from typing import Optional
 
 import typer
 
-from .common import LibraryOption, UserError, console, library_dir, user_errors
+from .common import LibraryOption, UserError, console, library_location, user_errors
 
 TOKEN_ENV = "SEARCHKIT_TOKEN"
 
 
 def serve_cmd(
-    library: Optional[Path] = LibraryOption,
+    library: Optional[str] = LibraryOption,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this "
                              "machine only)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
@@ -53,7 +53,7 @@ def serve_cmd(
         if hosts is not None:
             console.print("answering only Host " + ", ".join(hosts) + " (add names with "
                           "--allow-host)", highlight=False, markup=False)
-    lib = Library.open(library_dir(library))
+    lib = Library.open(library_location(library))
     searcher = Searcher(lib)
     console.print(f"loading model {lib.info.model_name} ...", highlight=False, markup=False)
     searcher.warm()

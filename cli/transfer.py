@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from .common import LibraryOption, console, library_dir, print_json, show, user_errors
+from .common import LibraryOption, console, library_location, print_json, show, user_errors
 
 JsonOption = typer.Option(False, "--json", help="Machine-readable JSON output.")
 SHOWN_BAD_ROWS = 20
@@ -19,7 +19,7 @@ def import_cmd(
     file: Path = typer.Argument(..., help="Parquet file: columns path and vector, optionally "
                                 "width, height, format, taken_at, camera_make, camera_model, "
                                 "content_hash; the model in its schema metadata."),
-    library: Optional[Path] = LibraryOption,
+    library: Optional[str] = LibraryOption,
     model_check: bool = typer.Option(True, "--model-check/--no-model-check",
                                      help="Require the file's model (searchkit.model, "
                                      "searchkit.model_fingerprint) to be the library's; "
@@ -30,7 +30,7 @@ def import_cmd(
     """Add precomputed embeddings to a library (a new library takes the file's model); a
     path already in the library is updated. Bad rows are reported and skipped."""
     from searchkit import Library
-    lib = Library.open_for_import(library_dir(library), file)
+    lib = Library.open_for_import(library_location(library), file)
     report = lib.import_parquet(file, check_model=model_check)
     if json_out:
         print_json(asdict(report))
@@ -49,14 +49,14 @@ def import_cmd(
 
 def export_cmd(
     file: Path = typer.Argument(..., help="Parquet file to write."),
-    library: Optional[Path] = LibraryOption,
+    library: Optional[str] = LibraryOption,
     force: bool = typer.Option(False, "--force", help="Replace the file if it exists."),
     json_out: bool = JsonOption,
 ) -> None:
     """Write every indexed image's path, vector and metadata to Parquet (what `searchkit
     import` reads), the model in the schema metadata."""
     from searchkit import Library
-    report = Library.open(library_dir(library)).export_parquet(file, overwrite=force)
+    report = Library.open(library_location(library)).export_parquet(file, overwrite=force)
     if json_out:
         print_json(asdict(report))
         return

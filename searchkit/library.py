@@ -480,6 +480,10 @@ class Library:
         """Verify the library in ``directory`` (like ``git fsck``) and, with ``repair``, fix
         what can be fixed without losing a stored row: see :mod:`searchkit.check`. It does
         not open the library first, since it must work on a damaged one."""
+        if is_milvus(directory):
+            raise SearchkitError(f"searchkit check verifies local libraries; {directory} is on "
+                                 "Milvus, which keeps its own data safe (searchkit status "
+                                 "shows its counts)")
         from .check import check_library
         return check_library(directory, repair=repair)
 
