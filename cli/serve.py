@@ -61,7 +61,7 @@ def serve_cmd(
                        max_pixels=max_pixels, allowed_hosts=hosts)
     app = create_app(lib, config, searcher=searcher)
     shown = f"[{host}]" if ":" in host else host
-    console.print(f"serving {lib.directory} on http://{shown}:{port}  (API docs: /docs; "
+    console.print(f"serving {lib.location} on http://{shown}:{port}  (API docs: /docs; "
                   "Ctrl+C to stop)", highlight=False, markup=False)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -60,6 +60,8 @@ class Engine(Protocol):
     subclasses with one clear line; none prints."""
 
     location: str        # as the user names it: a directory or a milvus:// URI
+    state_dir: Path      # this machine's directory for the library's locks and caches
+                         # (thumbnails); the local engine's is the library directory
 
     # ---- the model it is bound to ----------------------------------------------------------
     def exists(self) -> bool: ...

@@ -34,6 +34,7 @@ class LocalEngine(Store):
     def __init__(self, directory: Path):
         super().__init__(directory)
         self.location = str(self.directory)
+        self.state_dir = self.directory
         self._cache: IndexCache | None = None
         self._cache_lock = threading.Lock()
 

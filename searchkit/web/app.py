@@ -62,7 +62,7 @@ def create_app(library: Library, config: WebConfig | None = None,
     """The server over an opened ``library`` (built once by the caller and passed in)."""
     config = config or WebConfig()
     searcher = searcher or Searcher(library)
-    thumb_dir = Path(config.thumb_dir) if config.thumb_dir else library.directory / THUMB_DIR
+    thumb_dir = Path(config.thumb_dir) if config.thumb_dir else library.engine.state_dir / THUMB_DIR
     slots = DecodeSlots(config.decode_slots)
     thumbs = ThumbnailCache(thumb_dir, config.thumb_size, MAX_PIXELS, slots)
     app = FastAPI(title="searchkit", version="0.1.0", docs_url=None, redoc_url=None,
