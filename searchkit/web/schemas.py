@@ -11,6 +11,8 @@ from ..store import File
 class ImageOut(BaseModel):
     """One indexed image and its metadata."""
     id: int
+    key: str = Field(description="The id as a string: a page uses it, since the ids of a "
+                     "library on Milvus are 63-bit, past JavaScript's exact integers")
     path: str
     width: int | None
     height: int | None
@@ -81,7 +83,9 @@ class ValidationErrorOut(ErrorOut):
 
 
 def _urls(file_id: int) -> dict:
-    return dict(thumb_url=f"/api/images/{file_id}/thumb", image_url=f"/api/images/{file_id}/file")
+    """The id's string and the URLs of its image, as a page uses them."""
+    return dict(key=str(file_id), thumb_url=f"/api/images/{file_id}/thumb",
+                image_url=f"/api/images/{file_id}/file")
 
 
 def hit_out(h: Hit) -> HitOut:
@@ -102,6 +106,8 @@ def image_out(f: File) -> ImageOut:
 class DupeMemberOut(BaseModel):
     """One file of a group of duplicates."""
     id: int
+    key: str = Field(description="The id as a string: a page uses it, since the ids of a "
+                     "library on Milvus are 63-bit, past JavaScript's exact integers")
     path: str
     size: int | None = Field(description="Bytes (null: not known, an imported row)")
     width: int | None

@@ -29,6 +29,7 @@ def test_text_search_returns_sorted_hits_with_metadata(client, web_lib):
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     expected = web_lib.library.search(Query.text("a red photo"), k=5)
     assert [h["id"] for h in hits] == [h.id for h in expected]
+    assert [h["key"] for h in hits] == [str(h.id) for h in expected]  # the page's (63-bit ids)
     assert set(r.json()["timings"]) == {"queue_ms", "encode_ms", "faiss_ms", "sqlite_ms",
                                         "total_ms"}
 

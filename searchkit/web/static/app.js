@@ -95,7 +95,7 @@
     for (const h of hits) {
       const li = document.createElement("li");
       li.className = "card";
-      li.dataset.id = h.id;
+      li.dataset.id = h.key;
       const open = document.createElement("button");
       open.className = "open";
       open.type = "button";
@@ -146,7 +146,7 @@
     row(t, "taken", h.taken_at ? h.taken_at.replace("T", " ") : "");
     row(t, "modified", h.modified_at.replace("T", " ").slice(0, 19));
     row(t, "camera", [h.camera_make, h.camera_model].filter(Boolean).join(" "));
-    row(t, "id", h.id);
+    row(t, "id", h.key);
     $("viewer-like").onclick = () => { $("viewer").close(); moreLike(h); };
     if ($("viewer").showModal) $("viewer").showModal(); else $("viewer").setAttribute("open", "");
   }
@@ -154,7 +154,7 @@
   function moreLike(h) {
     clearImage();
     $("q").value = "";
-    state.like = { id: h.id, path: h.path };
+    state.like = { id: h.key, path: h.path };
     search();
   }
 
@@ -310,7 +310,7 @@
   function memberCard(m) {
     const li = document.createElement("li");
     li.className = "card" + (m.keep ? " keep" : "");
-    li.dataset.id = m.id;
+    li.dataset.id = m.key;
     const open = document.createElement("a");
     open.className = "open";
     open.href = m.image_url;
