@@ -124,6 +124,11 @@ class IndexSpec:
         return asdict(self)
 
     @property
+    def name(self) -> str:
+        """What ``searchkit status`` calls it: the kind, "opq-" first when rotated."""
+        return f"opq-{self.kind}" if self.opq else self.kind
+
+    @property
     def is_ivf(self) -> bool:
         return self.kind != FLAT
 
@@ -236,6 +241,20 @@ def remove(index: faiss.Index, ids: np.ndarray) -> int:
 def read_flags(spec: IndexSpec, mmap: bool) -> int:
     """``faiss.read_index`` flags: memory-mapped (read-only) where the kind allows it."""
     return faiss.IO_FLAG_MMAP if mmap and spec.supports_mmap else 0
+
+
+def searching_in_place(index: faiss.Index) -> faiss.Index:
+    """A memory-mapped IVF index set up to search its mapped lists in place: FAISS starts
+    ``prefetch_nthread`` (32) threads on every search of on-disk lists to read them ahead,
+    which cost 0.65 ms a query against a 0.3 ms search of lists already in the page cache
+    (bench/results/scale.md). Other indexes are returned as they are."""
+    try:
+        lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+    except RuntimeError:  # not an IVF index
+        return index
+    if isinstance(lists, faiss.OnDiskInvertedLists):
+        lists.prefetch_nthread = 0
+    return index
 
 
 def writable(index: faiss.Index) -> bool:

@@ -130,6 +130,16 @@ def spec_of(stamp: Stamp) -> IndexSpec | None:
         raise DamagedIndexError(f"{STAMP_FILE} records no valid index spec ({e})") from None
 
 
+def kind_name(stamp: Stamp) -> str:
+    """The index kind a stamp records, as specific as it says ("ivf-sq8", "opq-ivf-pq"; a
+    stamp from before specs: "flat" or "ivf"). Reads the stamp only, never the index."""
+    try:
+        spec = spec_of(stamp)
+    except DamagedIndexError:
+        spec = None
+    return spec.name if spec is not None else stamp.kind
+
+
 def family(spec: IndexSpec) -> str:
     """What ``Stamp.kind`` says of a spec: "flat" or "ivf" (every IVF kind)."""
     return "ivf" if spec.is_ivf else "flat"
@@ -433,7 +443,8 @@ def _map(path: Path, stamp: Stamp, size: int, digest: str, verify: bool) -> Save
     if verify and file_checksum(path) != digest:
         raise DamagedIndexError(f"{INDEX_FILE} does not match its checksum")
     try:
-        index, mapped = faiss.read_index(str(path), _mmap_flags(stamp.kind)), True
+        index = ann.searching_in_place(faiss.read_index(str(path), _mmap_flags(stamp.kind)))
+        mapped = True
     except RuntimeError as e:
         log.info("cannot memory-map %s (%s); reading it", path, e)
         data = _read(path)

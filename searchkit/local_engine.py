@@ -139,8 +139,7 @@ class LocalEngine(Store):
 
 def _kind(stamp: faiss_index.Stamp) -> str:
     """The index kind a stamp records, as specific as it says (e.g. "ivf-sq8")."""
-    spec = stamp.spec or {}
-    return str(spec.get("kind") or stamp.kind)
+    return faiss_index.kind_name(stamp)
 
 
 @contextmanager

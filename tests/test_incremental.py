@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+import faiss
 import numpy as np
 import pytest
 
@@ -352,3 +353,21 @@ def test_a_broad_filter_on_a_compressed_index_goes_through_it_with_reranking(lib
     assert np.mean(found) >= RECALL_BOUND
     assert all(set(top(index, q, 10, allowed)) <= set(allowed.tolist())
                for q in clustered(5, lib.info.dim, 12))
+
+
+def test_status_names_the_compressed_kind_from_the_stamp_alone(lib, compressed, monkeypatch):
+    monkeypatch.setattr(fi, "load", lambda *a, **k: pytest.fail("status loaded the index"))
+    wanted = {ann.IVF_SQ8: "ivf-sq8", ann.IVF_PQ: "opq-ivf-pq"}[compressed]
+    assert reopen(lib).status().index_kind == wanted
+
+
+def test_a_mapped_index_searches_its_lists_without_prefetch_threads(lib, compressed,
+                                                                    monkeypatch):
+    monkeypatch.setattr(fi, "MMAP_MIN_BYTES", 0)
+    lib.update_index(rebuild=True)
+    index = reopen(lib).search_index()
+    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index.cpu).invlists)
+    assert isinstance(lists, faiss.OnDiskInvertedLists)   # mapped
+    assert lists.prefetch_nthread == 0   # FAISS's 32 threads a search cost twice the search
+    q = clustered(1, lib.info.dim, 11)[0]
+    assert recall(top(index, q, 10), exact(lib, q, 10)) >= RECALL_BOUND
