@@ -42,12 +42,23 @@ def index_cmd(
                                        "(signs, labels, screenshots) for --text-contains and "
                                        "text queries; remembered by the library (needs "
                                        "searchkit[ocr]). --no-ocr: stop reading it."),
+    executor: str = typer.Option("local", "--executor", help="Who embeds the images: local "
+                                 "(this process) or ray (a Ray cluster; needs searchkit[ray])."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="The Ray cluster "
+                                              "(default: a Ray instance on this machine)."),
+    ray_batch_size: Optional[int] = typer.Option(None, "--ray-batch-size", help="Images per "
+                                                 "batch on a Ray actor (default: 128 on a GPU, "
+                                                 "else 32)."),
+    ray_actors: Optional[int] = typer.Option(None, "--ray-actors", help="Ray actors embedding "
+                                             "(default: one per GPU, else per 4 cores)."),
     json_out: bool = JsonOption,
 ) -> None:
     """Index folders of images: new, changed, moved and deleted files are brought up to date."""
     from searchkit.indexer import Indexer
+    from searchkit.indexer.executors import RayOptions, make_executor
     from searchkit import Library
 
+    runner = make_executor(executor, RayOptions(ray_address, ray_batch_size, ray_actors))
     if ocr:
         from searchkit.ocr import default_engine
         default_engine()  # the extra is installed, before anything is written
@@ -55,7 +66,7 @@ def index_cmd(
                                      reindex=reindex)
     if ocr is not None:
         plan.library.set_ocr(ocr)
-    indexer = Indexer(plan.library, workers=workers, max_pixels=max_pixels)
+    indexer = Indexer(plan.library, workers=workers, max_pixels=max_pixels, executor=runner)
     report = _run_with_progress(indexer, plan.paths, json_out)
     _print_report(report, json_out)
     plan.library.prepare_fast_queries()  # once per model: later searches need not import torch

@@ -55,6 +55,7 @@ class Prepared:
     meta: ImageMeta | None = None
     error: str | None = None
     ocr: OcrRow | None = None     # the text read in it, when asked (or why that failed)
+    vector: np.ndarray | None = None  # embedded elsewhere (an executor's worker: see executors)
 
 
 WantsDecoding = Callable[[WorkItem, str], bool]   # (file, its content hash) -> decode it?

@@ -230,7 +230,8 @@ class IndexRun:
     def _await_twin(self, prep: Prepared) -> bool:
         """A file whose content another file of this run is decoding: it waits for that one's
         vector (or its error)."""
-        if prep.pixels is not None or prep.content_hash not in self.claimed:
+        if prep.pixels is not None or prep.vector is not None \
+                or prep.content_hash not in self.claimed:
             return False
         self.waiting[prep.content_hash].append(prep)
         return True

@@ -1,0 +1,324 @@
+"""Embedding on Ray (``searchkit index --executor ray [--ray-address ADDR]``, needs searchkit[ray]).
+
+The driver lists and plans the files, then reads and hashes the files to read in threads with
+the run's content-hash claims, exactly as the local executor does: unchanged, moved, copied and
+unreadable files are decided there and then. The files that claimed a new content go to a Ray
+Data actor pool (``map_batches`` with :class:`EmbedActor`, which loads the model once per actor,
+on a GPU when the cluster has them): each actor reads, decodes and preprocesses its batch and
+embeds it with :func:`~searchkit.indexer.executors.embed_batch`, the local executor's batch
+function. Vectors stream back to the driver, which decides and writes them through the run as it
+does locally, a transaction every ``COMMIT_EVERY`` files.
+
+So a worker that dies costs only the batch it held (Ray restarts the actor and runs that batch
+again), and an interrupted run loses only what it had not committed: the next run finds the
+committed files unchanged and embeds the rest. Workers read the files by the driver's paths (on
+a cluster: a filesystem every node mounts at the same place) and check each file's content hash
+against the driver's; a file changed in between is skipped with a reason, and the next run sees
+its new mtime and reads it again.
+
+Without an address, a Ray instance is started on this machine for the run (loopback only, no
+dashboard, usage stats off, its logs in a temporary folder) and shut down after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import numpy as np
+
+from searchkit.encoders.registry import load_encoder
+from searchkit.errors import ModelMismatchError, SearchkitError
+
+from .executors import ProgressFn, RayOptions, embed_batch
+from .prepare import Decoder, Prepared, WorkItem, prepare_in_order
+from .run import ENCODE_BATCH
+from .scan import FileStat
+
+if TYPE_CHECKING:
+    from searchkit.encoders.base import Encoder
+
+    from .run import IndexRun
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "the ray executor needs Ray: pip install 'searchkit[ray]'"
+GPU_BATCH = 128            # images per batch on a GPU actor (--ray-batch-size)
+CPUS_PER_ACTOR = 4         # at most, for decoding and (without a GPU) encoding
+LOCAL_OBJECT_STORE_BYTES = 512 * 2**20   # paths in, vectors out: little goes through it
+CHANGED = "changed while it was being indexed (the next run reads it again)"
+# a local Ray instance stays on this machine: loopback addresses, no usage report, no dashboard
+LOCAL_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+             "RAY_BACKEND_LOG_LEVEL": "fatal"}
+# ^ RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 is Ray's switch that keeps a node on 127.0.0.1
+# (ray._private.services.get_node_ip_address); else it binds the machine's address. The backend
+# log level keeps Ray's C++ notices (an actor's restart policy, ...) off the user's terminal.
+TASK_RETRIES = 3           # a batch whose actor died is run again, at most this many times
+
+EncoderFactory = Callable[..., "Encoder"]   # (model name, device=...) -> Encoder
+
+
+class RayUnavailableError(SearchkitError):
+    """``--executor ray`` without Ray installed."""
+
+
+class RayRunError(SearchkitError):
+    """The Ray cluster could not be reached, or its workers failed."""
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+        import ray.data
+    except ImportError as e:
+        raise RayUnavailableError(INSTALL_HINT) from e
+    return ray
+
+
+# ---- the worker side -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EmbedJob:
+    """What each actor needs to embed like the driver: the library's model, checked by its
+    weights' fingerprint, and how large an image may be."""
+    model: str
+    fingerprint: str
+    max_pixels: int
+    device: str               # "cuda" on a GPU actor, else "cpu"
+    decode_threads: int
+    factory: EncoderFactory = load_encoder
+
+    def load(self) -> "Encoder":
+        encoder = self.factory(self.model, device=self.device)
+        if encoder.fingerprint() != self.fingerprint:
+            raise ModelMismatchError(
+                f"model {self.model!r} on a Ray worker is not the library's (weights "
+                f"fingerprint {encoder.fingerprint()[:12]} != {self.fingerprint[:12]}): give the "
+                "workers the same model files")
+        return encoder
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """An actor's answer for one file: its image's metadata and vector, or why it has none."""
+    meta: Any = None
+    vector: np.ndarray | None = None
+    error: str | None = None
+
+
+class EmbedActor:
+    """The callable class of the actor pool: the encoder is built once per actor."""
+
+    def __init__(self, job: EmbedJob):
+        self.encoder = job.load()
+        self.decoder = Decoder(self.encoder, job.max_pixels)
+        self.threads = job.decode_threads
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Columns ``index``, ``path``, ``hash`` in; ``index``, ``vector``, ``result`` out."""
+        results = embed_files(self.encoder, self.decoder, list(batch["path"]),
+                              list(batch["hash"]), self.threads)
+        return to_columns(batch["index"], results, self.encoder.dim)
+
+
+def embed_files(encoder: "Encoder", decoder: Decoder, paths: list[str], hashes: list[str],
+                threads: int) -> list[Embedded]:
+    """Read, check, decode and embed the files at ``paths`` (whose contents the driver hashed
+    as ``hashes``)."""
+    expected = dict(zip(paths, hashes))
+
+    def decode(item: WorkItem) -> Prepared:
+        return decoder.prepare(item, lambda it, h: h == expected[it.stat.path])
+    items = [WorkItem(FileStat(p, 0, 0), None) for p in paths]
+    preps = list(prepare_in_order(items, decode, max(1, min(threads, len(items)))))
+    decoded = [p for p in preps if p.pixels is not None]
+    vectors = iter(embed_batch(encoder, decoded) if decoded else [])
+    return [Embedded(p.meta, next(vectors)) if p.pixels is not None
+            else Embedded(error=p.error or CHANGED) for p in preps]
+
+
+def to_columns(index: np.ndarray, results: list[Embedded], dim: int) -> dict[str, np.ndarray]:
+    """A batch of results as Ray Data columns: vectors (zeros where none) and, pickled, each
+    file's metadata and error (records Arrow cannot hold as they are)."""
+    vectors = np.zeros((len(results), dim), dtype=np.float32)
+    for i, r in enumerate(results):
+        if r.vector is not None:
+            vectors[i] = r.vector
+    blobs = np.array([pickle.dumps((r.meta, r.error)) for r in results], dtype=object)
+    return {"index": np.asarray(index, dtype=np.int64), "vector": vectors, "result": blobs}
+
+
+def from_columns(batch: dict[str, np.ndarray]) -> Iterator[tuple[int, Embedded]]:
+    for i, vector, blob in zip(batch["index"], batch["vector"], batch["result"]):
+        meta, error = pickle.loads(blob)  # written by our own actors (to_columns)
+        yield int(i), Embedded(meta, None if error else np.asarray(vector), error)
+
+
+# ---- the driver side -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Pool:
+    """The actor pool for a cluster: how many actors, what each holds, images per batch."""
+    actors: int
+    gpus_per_actor: int
+    cpus_per_actor: int
+    batch_size: int
+
+    @classmethod
+    def for_cluster(cls, resources: dict[str, float], options: RayOptions) -> "Pool":
+        """One actor per GPU when there are GPUs, else actors of up to ``CPUS_PER_ACTOR`` cores
+        (``options`` may set the number of actors and the batch size)."""
+        gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
+        actors = options.actors or (gpus or max(1, cpus // min(cpus, CPUS_PER_ACTOR)))
+        per_actor = max(1, min(CPUS_PER_ACTOR, cpus // actors))
+        batch = options.batch_size or (GPU_BATCH if gpus else ENCODE_BATCH)
+        return cls(actors, 1 if gpus else 0, per_actor, batch)
+
+
+class RayExecutor:
+    """Reads and hashes on the driver, embeds in a Ray Data actor pool, writes on the driver."""
+
+    def __init__(self, options: RayOptions = RayOptions(), factory: EncoderFactory = load_encoder):
+        """``factory`` builds the model in each actor (default: the registry's)."""
+        if options.batch_size is not None and options.batch_size < 1:
+            raise SearchkitError("--ray-batch-size must be at least 1")
+        if options.actors is not None and options.actors < 1:
+            raise SearchkitError("--ray-actors must be at least 1")
+        self.ray = import_ray()
+        self.options = options
+        self.factory = factory
+
+    def execute(self, run: "IndexRun", work: list[WorkItem], workers: int,
+                progress: ProgressFn) -> None:
+        done = 0
+        claimed: list[Prepared] = []
+        for prep in prepare_in_order(work, run.prepare_unencoded, workers):
+            if run.holds_claim(prep):
+                claimed.append(prep)  # a new content: embedded on Ray, decided below
+                continue
+            run.decide(prep)
+            done += 1
+            progress(done, len(work))
+        if not claimed:
+            return
+        with ray_session(self.ray, self.options.address):
+            for i, result in self._embedded(run, claimed, workers):
+                run.decide(_with(claimed[i], result))
+                done += 1
+                progress(done, len(work))
+
+    def _embedded(self, run: "IndexRun", claimed: list[Prepared],
+                  workers: int) -> Iterator[tuple[int, Embedded]]:
+        """Each claimed file's result, as the actors finish their batches (any order)."""
+        ray = self.ray
+        pool = Pool.for_cluster(ray.cluster_resources(), self.options)
+        job = EmbedJob(run.encoder.name, run.encoder.fingerprint(), run.limits.max_pixels,
+                       "cuda" if pool.gpus_per_actor else "cpu", pool.cpus_per_actor,
+                       self.factory)
+        rows = [{"index": i, "path": p.item.stat.path, "hash": p.content_hash}
+                for i, p in enumerate(claimed)]
+        blocks = math.ceil(len(rows) / pool.batch_size)  # a block per batch: a retry redoes one
+        with warnings.catch_warnings():  # ray_remote_args_fn: deprecated, still the only way
+            warnings.filterwarnings("ignore", message=".*ray_remote_args_fn")
+            ds = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+                EmbedActor, fn_constructor_args=(job,), batch_size=pool.batch_size,
+                compute=ray.data.ActorPoolStrategy(size=pool.actors),
+                num_gpus=pool.gpus_per_actor, num_cpus=pool.cpus_per_actor,
+                batch_format="numpy", ray_remote_args_fn=_retries)
+        log.info("embedding %d files on Ray: %s", len(rows), pool)
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                yield from from_columns(batch)
+        except ray.exceptions.RayError as e:
+            raise _worker_error(e) from e
+
+
+def _retries() -> dict[str, int]:
+    """Ray Data would run a batch again forever: a file that kills its worker every time must
+    end the run (``max_task_retries`` has no named argument in Ray 2.60-2.63)."""
+    return {"max_task_retries": TASK_RETRIES}
+
+
+def _with(prep: Prepared, result: Embedded) -> Prepared:
+    """The driver's record of a claimed file, completed with its actor's answer."""
+    if result.error is not None:
+        return dataclasses.replace(prep, error=result.error)
+    return dataclasses.replace(prep, meta=result.meta, vector=result.vector)
+
+
+def _worker_error(e: Exception) -> SearchkitError:
+    """A failure on the workers as one line: a searchkit error as it is, else its last line."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, SearchkitError):
+        return type(cause)(str(cause))
+    return RayRunError(f"the Ray workers failed: {_line(cause or e, -1)}")
+
+
+def _line(e: BaseException, which: int) -> str:
+    """The first (0) or last (-1) line of what ``e`` says, or its type when it says nothing."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[which] if lines else type(e).__name__
+
+
+@contextmanager
+def ray_session(ray: Any, address: str | None) -> Iterator[None]:
+    """Ray for one run: the cluster at ``address``, or a local instance on this machine's cores;
+    shut down at the end, also on error. A session the caller started is theirs to end."""
+    if ray.is_initialized():
+        yield
+        return
+    temp = tempfile.mkdtemp(prefix="searchkit-ray-")
+    try:
+        _connect(ray, address, temp)
+        _quiet(ray)
+        yield
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _connect(ray: Any, address: str | None, temp: str) -> None:
+    quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
+    try:
+        if address:
+            ray.init(address=address, **quiet)
+            return
+        for name, value in LOCAL_ENV.items():
+            os.environ.setdefault(name, value)
+        with _stderr_to(os.path.join(temp, "init.log")):  # Ray's C++ notice of its log level
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, _temp_dir=temp,
+                     object_store_memory=LOCAL_OBJECT_STORE_BYTES, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        what = f"reach the Ray cluster at {address}" if address else "start a local Ray instance"
+        raise RayRunError(f"cannot {what}: {_line(e, 0)}") from e
+
+
+@contextmanager
+def _stderr_to(path: str) -> Iterator[None]:
+    """This process's stderr (the file descriptor: C++ writes there too) into ``path``."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as f:
+            os.dup2(f.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _quiet(ray: Any) -> None:
+    """No progress bars and no per-dataset log lines from Ray Data: the CLI shows progress."""
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)

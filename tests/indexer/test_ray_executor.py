@@ -1,0 +1,210 @@
+"""`searchkit index --executor ray`: embedding in a Ray Data actor pool (issue 13).
+
+The Ray tests start a local Ray instance (loopback, 2 CPUs, no dashboard, usage stats off)
+through the executor itself, which shuts it down at the end of each run; each test checks that
+nothing of it is left running.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from searchkit import Library
+from searchkit.cli.main import app
+from searchkit.encoders import load_encoder
+from searchkit.indexer import Indexer, writer
+from searchkit.indexer.executors import RayOptions, make_executor
+from searchkit.indexer.prepare import Decoder
+from searchkit.store import STATUS_OK, File
+from tests.helpers import make_photos, solid
+
+
+
+@pytest.fixture
+def lib_factory(tmp_path, tiny_encoder):
+    def make(name: str) -> Library:
+        return Library.open(tmp_path / name, encoder=tiny_encoder, create=True)
+    return make
+
+
+def ray_executor(**options):
+    pytest.importorskip("ray")
+    return make_executor("ray", RayOptions(**options))
+
+
+@pytest.fixture
+def no_ray_left():
+    """The test's runs must shut their Ray instance down (nothing keeps running after)."""
+    yield
+    import ray
+    if ray.is_initialized():  # stop it all the same, then fail
+        ray.shutdown()
+        pytest.fail("the Ray executor left Ray running")
+
+
+def vectors(lib: Library) -> dict[str, np.ndarray]:
+    """Every stored file's vector by path; a path stored twice fails here."""
+    with lib.store.session() as s:
+        files = [(f.id, f.path, f.status) for f in s.scalars(select(File))]
+    paths = [path for _, path, _ in files]
+    assert len(paths) == len(set(paths))
+    return {path: lib.stored_vector(i) for i, path, status in files if status == STATUS_OK}
+
+
+def assert_same_vectors(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert a.keys() == b.keys()
+    for path in a:
+        np.testing.assert_allclose(a[path], b[path], atol=1e-6, err_msg=path)
+
+
+# ---- fast: the CLI's choices ---------------------------------------------------------------
+def test_executor_ray_without_ray_installed_is_one_clear_line(tmp_path, monkeypatch):
+    make_photos(tmp_path / "p", 2)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    r = CliRunner().invoke(app, ["index", str(tmp_path / "p"), "--library", str(tmp_path / "lib"),
+                                 "--executor", "ray"])
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines() == [
+        "error: the ray executor needs Ray: pip install 'searchkit[ray]'"]
+    assert not (tmp_path / "lib").exists()  # refused before anything was written
+
+
+def test_unknown_executor_is_one_clear_line(tmp_path):
+    make_photos(tmp_path / "p", 2)
+    r = CliRunner().invoke(app, ["index", str(tmp_path / "p"), "--library", str(tmp_path / "lib"),
+                                 "--executor", "spark"])
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines() == [
+        "error: unknown executor 'spark': use one of local, ray"]
+    assert not (tmp_path / "lib").exists()
+
+
+def test_actor_pool_follows_the_cluster():
+    from searchkit.indexer.ray_executor import ENCODE_BATCH, GPU_BATCH, Pool
+    assert Pool.for_cluster({"CPU": 16.0, "GPU": 4.0}, RayOptions()) == Pool(4, 1, 4, GPU_BATCH)
+    assert Pool.for_cluster({"CPU": 2.0}, RayOptions()) == Pool(1, 0, 2, ENCODE_BATCH)
+    assert Pool.for_cluster({"CPU": 16.0}, RayOptions()) == Pool(4, 0, 4, ENCODE_BATCH)
+    assert Pool.for_cluster({"CPU": 2.0}, RayOptions(batch_size=8, actors=2)) == Pool(2, 0, 1, 8)
+
+
+def test_a_file_changed_after_the_driver_hashed_it_is_not_embedded(tmp_path, tiny_encoder):
+    """The actor checks the content hash the driver claimed: other bytes would give the row a
+    vector that is not its content's."""
+    from searchkit.fsinfo import content_hash
+    from searchkit.indexer.ray_executor import CHANGED, embed_files
+    a, b = make_photos(tmp_path, 2)
+    decoder = Decoder(tiny_encoder, 10**8)
+    hashes = [content_hash(a.read_bytes()), content_hash(b.read_bytes())]
+    shutil.copy(a, b)  # b changes after the driver read it
+    out = embed_files(tiny_encoder, decoder, [str(a), str(b)], hashes, threads=2)
+    assert out[0].error is None and out[0].vector.shape == (tiny_encoder.dim,)
+    assert (out[1].vector, out[1].error) == (None, CHANGED)
+
+
+# ---- Ray in local mode -----------------------------------------------------------------------
+@pytest.mark.parametrize("batch_size", [4])
+@pytest.mark.usefixtures("no_ray_left")
+@pytest.mark.integration
+@pytest.mark.slow
+def test_ray_executor_vectors_equal_the_local_executor(tmp_path, lib_factory, batch_size):
+    photos = make_photos(tmp_path / "p", 13)
+    shutil.copy(photos[0], tmp_path / "p" / "twin.jpg")
+    (tmp_path / "p" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    local, remote = lib_factory("local"), lib_factory("ray")
+    r_local = Indexer(local).run([str(tmp_path / "p")])
+    r_ray = Indexer(remote, executor=ray_executor(batch_size=batch_size)).run(
+        [str(tmp_path / "p")])
+    assert (r_ray.added, r_ray.duplicates, r_ray.encoded) == (14, 1, 13)
+    assert (r_ray.added, r_ray.duplicates, r_ray.encoded, r_ray.skipped) == \
+        (r_local.added, r_local.duplicates, r_local.encoded, r_local.skipped)
+    assert_same_vectors(vectors(local), vectors(remote))
+    assert len(vectors(remote)) == 14
+
+
+@pytest.mark.usefixtures("no_ray_left")
+@pytest.mark.integration
+@pytest.mark.slow
+def test_ray_executor_brings_changed_new_moved_and_deleted_files_up_to_date(tmp_path,
+                                                                             lib_factory):
+    folder = tmp_path / "p"
+    photos = make_photos(folder, 8)
+    remote, local = lib_factory("ray"), lib_factory("local")
+    executor = ray_executor(batch_size=3)
+    Indexer(remote, executor=executor).run([str(folder)])
+    solid(photos[1], (1, 2, 3), (30, 30))              # changed
+    os.remove(photos[2])                               # deleted
+    os.rename(photos[3], folder / "moved.jpg")         # moved
+    make_photos(folder / "new", 2, offset=50)          # new
+    r = Indexer(remote, executor=executor).run([str(folder)])
+    assert (r.added, r.updated, r.moved, r.removed, r.encoded) == (2, 1, 1, 1, 3)
+    Indexer(local).run([str(folder)])
+    assert_same_vectors(vectors(local), vectors(remote))
+    again = Indexer(remote, executor=executor).run([str(folder)])
+    assert (again.unchanged, again.encoded) == (9, 0)
+
+
+@pytest.mark.usefixtures("no_ray_left")
+@pytest.mark.integration
+@pytest.mark.slow
+def test_ray_run_interrupted_after_some_batches_resumes_without_loss_or_duplicates(
+        tmp_path, lib_factory, monkeypatch):
+    folder = tmp_path / "p"
+    make_photos(folder, 20)
+    remote, local = lib_factory("ray"), lib_factory("local")
+    real_flush, flushed = writer.flush, []
+
+    def flush_then_fail(store, changes):
+        if len(flushed) == 2:
+            raise KeyboardInterrupt  # the user stops the run after two commits
+        real_flush(store, changes)
+        flushed.append(len(changes))
+    monkeypatch.setattr(writer, "flush", flush_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        Indexer(remote, executor=ray_executor(batch_size=4), commit_every=4).run([str(folder)])
+    kept = vectors(remote)
+    assert 0 < len(kept) == sum(flushed) < 20
+    monkeypatch.setattr(writer, "flush", real_flush)
+    r = Indexer(remote, executor=ray_executor(batch_size=4)).run([str(folder)])
+    assert (r.unchanged, r.added, r.encoded) == (len(kept), 20 - len(kept), 20 - len(kept))
+    Indexer(local).run([str(folder)])
+    assert_same_vectors(vectors(local), vectors(remote))
+
+
+@pytest.mark.usefixtures("no_ray_left")
+@pytest.mark.integration
+@pytest.mark.slow
+def test_ray_worker_that_dies_costs_only_its_batch(tmp_path, lib_factory, tiny_clip_dir):
+    """The first actor dies in its first batch: Ray starts another, which runs that batch again;
+    every file is embedded once and stored once."""
+    pytest.importorskip("ray")
+    from searchkit.indexer.ray_executor import RayExecutor
+    folder = tmp_path / "p"
+    make_photos(folder, 12)
+    marker = str(tmp_path / "died")
+
+    def dying_once(name, device=None):  # runs in the actor (pickled by value)
+        enc = load_encoder(name, device=device)
+        real = enc.encode_pixels
+
+        def encode_pixels(pixels):
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(1)
+            return real(pixels)
+        enc.encode_pixels = encode_pixels
+        return enc
+    remote, local = lib_factory("ray"), lib_factory("local")
+    r = Indexer(remote, executor=RayExecutor(RayOptions(batch_size=4), dying_once)).run(
+        [str(folder)])
+    assert os.path.exists(marker)
+    assert (r.added, r.encoded) == (12, 12)
+    Indexer(local).run([str(folder)])
+    assert_same_vectors(vectors(local), vectors(remote))
