@@ -29,7 +29,7 @@ def open_milvus_engine(location: str, create: bool = False, **options) -> "Milvu
     settings = load_settings(where)
     missing = SearchkitError(f"no library at {location}: index a folder first "
                              f"(searchkit index PATH --library {location})")
-    if where.is_lite and not create and not Path(where.lite_file).is_file():
+    if where.is_lite and not create and not Path(where.lite_file).exists():  # 3.x: a folder
         raise missing
     client = connect(where, settings)
     from .engine import MilvusEngine

@@ -65,12 +65,13 @@ class MilvusLocation:
         """``HOST:PORT`` (the config file's table name), or the Lite file."""
         return self.lite_file or f"{self.host}:{self.port}"
 
-    def lock_name(self, db: str) -> str:
-        """A file name for this library's write lock: readable, and unique per location."""
+    def state_name(self, db: str) -> str:
+        """A folder name for this machine's state of the library (its write lock, caches):
+        readable, and unique per server, database and collection."""
         label = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{self.server}_{db}_{self.collection}")
         digest = hashlib.blake2b(f"{self.server}\0{db}\0{self.collection}".encode(),
                                  digest_size=6).hexdigest()
-        return f"{label[-80:]}-{digest}.lock"
+        return f"{label[-80:]}-{digest}"
 
 
 def parse_location(location: str) -> MilvusLocation:
@@ -219,7 +220,7 @@ def _flag(value: object) -> bool:
 
 
 def state_dir() -> Path:
-    """Where this machine keeps the write locks of Milvus libraries."""
+    """Where this machine keeps the state (write locks, caches) of Milvus libraries."""
     configured = os.environ.get(STATE_ENV)
     if configured:
         return Path(configured).expanduser() / "milvus"

@@ -19,9 +19,10 @@ behind :class:`searchkit.engine.Engine`, with the meaning of the local engine.
   when the size crosses a threshold (the server answers from the old one until it is loaded).
 - **Reads of many rows** walk the key space in ranges of about ``SCAN_CHUNK`` rows (a Milvus
   query returns at most 16,384): bounded memory, no query iterator needed, any server.
-- **The write lock** is a file on this machine (``SEARCHKIT_STATE_DIR``, default the user cache
-  directory ``searchkit/milvus/``): writers on different machines are not locked against each
-  other, but upserts by path keep the collection consistent.
+- **The write lock** is a file on this machine, in the library's state folder
+  (``$SEARCHKIT_STATE_DIR/milvus/`` or the user cache folder's ``searchkit/milvus/``, one
+  folder per server, database and collection): writers on different machines are not locked
+  against each other, but upserts by path keep the collection consistent.
 - Not available on Milvus libraries: text read in images (``--ocr``, ``--text-contains``) and
   ``searchkit check``; some filters need a newer server (:mod:`searchkit.milvus.filters`).
 """
@@ -64,6 +65,7 @@ KEY_SPACE = 2 ** 63            # keys are in [0, 2**63)
 META_INTS = ("schema_version", "dim", "vectors_version")
 META_KEYS = ("model_name", "model_fingerprint") + META_INTS
 INDEX_META = "index"
+LOCK_FILE = "write.lock"
 KIND_NAMES = {schema.FLAT: "flat", schema.HNSW: "hnsw", schema.IVF_SQ8: "ivf-sq8"}
 
 
@@ -81,7 +83,8 @@ class MilvusEngine:
         self.flat_max_rows = flat_max_rows
         self.hnsw_max_rows = hnsw_max_rows
         self.dialect = Dialect.of(self._call(client.get_server_version), where.is_lite)
-        self.lock_path = state_dir() / where.lock_name(settings.db or "default")
+        self.state_dir = state_dir() / where.state_name(settings.db or "default")
+        self.lock_path = self.state_dir / LOCK_FILE
         self._loaded: set[str] = set()
         self._dim: int | None = None
 
@@ -232,9 +235,15 @@ class MilvusEngine:
 
     def _create(self, name: str, collection_schema, choice: IndexChoice) -> None:
         self._call(self.client.create_collection, name, schema=collection_schema,
-                   index_params=self._index_params(choice), consistency_level=STRONG,
-                   timeout=self.settings.timeout)
+                   consistency_level=STRONG, timeout=self.settings.timeout)
+        self._create_index(name, choice)
         self._ready(name)
+
+    def _create_index(self, name: str, choice: IndexChoice) -> None:
+        """Build the vector index; a server is waited for (Milvus Lite builds it at once and
+        has no call to wait with)."""
+        self._call(self.client.create_index, name, self._index_params(choice),
+                   timeout=self.settings.timeout, sync=not self.where.is_lite)
 
     def _index_params(self, choice: IndexChoice):
         params = self.client.prepare_index_params()
@@ -525,8 +534,7 @@ class MilvusEngine:
         self._call(self.client.release_collection, self.files, timeout=self.settings.timeout)
         self._loaded.discard(self.files)
         self._call(self.client.drop_index, self.files, VECTOR, timeout=self.settings.timeout)
-        self._call(self.client.create_index, self.files, self._index_params(choice),
-                   timeout=self.settings.timeout)
+        self._create_index(self.files, choice)
         self._set_meta({INDEX_META: choice.record()})
         self._ready(self.files)
 
