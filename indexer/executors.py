@@ -71,6 +71,9 @@ def make_executor(name: str, ray: RayOptions = RayOptions()) -> Executor:
     """The executor called ``name``; an unknown name, or ``ray`` without Ray installed, is a
     :class:`~searchkit.errors.SearchkitError`."""
     if name == LOCAL:
+        if ray != RayOptions():
+            raise SearchkitError("--ray-address, --ray-batch-size and --ray-actors need "
+                                 "--executor ray")
         return LocalExecutor()
     if name == RAY:
         from .ray_executor import RayExecutor  # imports ray only when it runs

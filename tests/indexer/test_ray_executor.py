@@ -7,6 +7,7 @@ nothing of it is left running.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -85,6 +86,24 @@ def test_unknown_executor_is_one_clear_line(tmp_path):
     assert r.output.strip().splitlines() == [
         "error: unknown executor 'spark': use one of local, ray"]
     assert not (tmp_path / "lib").exists()
+
+
+def test_ray_options_without_the_ray_executor_are_an_error(tmp_path):
+    make_photos(tmp_path / "p", 2)
+    r = CliRunner().invoke(app, ["index", str(tmp_path / "p"), "--library", str(tmp_path / "lib"),
+                                 "--ray-actors", "2"])
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines() == [
+        "error: --ray-address, --ray-batch-size and --ray-actors need --executor ray"]
+
+
+def test_a_ray_worker_refuses_a_model_that_is_not_the_librarys(tiny_clip_dir, tiny_encoder):
+    from searchkit.errors import ModelMismatchError
+    from searchkit.indexer.ray_executor import EmbedJob
+    job = EmbedJob(str(tiny_clip_dir), tiny_encoder.fingerprint(), 10**8, "cpu", 1)
+    assert job.load().fingerprint() == tiny_encoder.fingerprint()
+    with pytest.raises(ModelMismatchError, match="on a Ray worker is not the library's"):
+        dataclasses.replace(job, fingerprint="0" * 64).load()
 
 
 def test_actor_pool_follows_the_cluster():
