@@ -1,0 +1,220 @@
+"""One storage interface, two engines: the same operations and the same filters on the local
+engine (SQLite + FAISS) and on the Milvus engine (a Milvus Lite folder) give the same rows.
+
+One filter definition (searchkit.query.Filters), two translations (SQL in searchkit.store,
+Milvus expressions in searchkit.milvus.filters): every filter both engines support keeps the
+same files, ranked alike. The Milvus cases are skipped when the milvus extra is not installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from searchkit.query import Filters
+from searchkit.store import STATUS_OK, Changes, Move, Touch
+from tests.engine_rows import (CATALOG, ENGINE_KINDS, ENGINE_PARAMS, catalog_rows, needs_milvus,
+                               new_engine, paths_of, state_dir, unit_vectors)
+
+FILTERS = [
+    Filters(),
+    Filters(path_prefix="/photos/2020"),
+    Filters(path_prefix="/photos/2020/"),
+    Filters(path_prefix="/photos"),
+    Filters(path_glob="*.jpg"),
+    Filters(path_glob="IMG_0*"),                      # no leading * or /: matches the end
+    Filters(path_glob="/photos/2021/*"),              # a literal start: a range
+    Filters(path_glob="/photos"),                     # a literal path
+    Filters(path_glob="*50%*"),                       # % and _ are literal in a glob
+    Filters(path_glob="*/a?.png"),
+    Filters(path_glob="*q\"uote\\*"),
+    Filters(path_glob="*"),
+    Filters(date_from=datetime(2020, 6, 1)),
+    Filters(date_to=datetime(2020, 6, 1)),
+    Filters(date_from=datetime(2020, 5, 1, 10), date_to=datetime(2021, 1, 1)),
+    Filters(date_from=datetime(2020, 6, 1, tzinfo=timezone.utc)),
+    Filters(date_from=datetime(1, 1, 1), date_to=datetime(9999, 12, 31)),
+    Filters(date_field="modified", date_from=datetime(2020, 9, 20)),
+    Filters(date_field="modified", date_to=datetime(2020, 9, 20, 12)),
+    Filters(min_width=1200),
+    Filters(min_height=3000),
+    Filters(min_width=-5),                            # unknown widths still never pass
+    Filters(formats=("jpg",)),                        # JPEG and MPO
+    Filters(formats=("png", "raw", "TIF")),
+    Filters(formats=("webp",)),
+    Filters(camera="canon"),
+    Filters(camera="EOS 5"),
+    Filters(camera="d_x"),
+    Filters(camera="ü"),
+    Filters(camera="apple iphone"),                   # make and model together
+    Filters(camera=" "),
+    Filters(path_prefix="/photos", formats=("jpeg",), min_width=1000, camera="canon"),
+    Filters(path_glob="*.png", date_from=datetime(2019, 1, 1), min_height=300),
+]
+
+
+def _name(f: Filters) -> str:
+    return ",".join(f"{k}={v}" for k, v in dataclasses.asdict(f).items()
+                    if v not in (None, (), "") and k != "date_field") or "none"
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    """Both engines holding the catalog (the Milvus one only with the milvus extra)."""
+    from tests.engine_rows import milvus_available
+    base = tmp_path_factory.mktemp("contract")
+    out = {}
+    with state_dir(base):
+        for kind in ENGINE_KINDS:
+            if kind == "milvus" and not milvus_available():
+                continue
+            engine = new_engine(kind, base)
+            engine.apply(Changes(upserts=catalog_rows()))
+            engine.update_index()
+            out[kind] = engine
+        yield out
+    for engine in out.values():
+        engine.close()
+
+
+@pytest.fixture
+def fresh(request, tmp_path):
+    """An empty engine of the kind the test is parametrized with."""
+    with state_dir(tmp_path):
+        engine = new_engine(request.param, tmp_path)
+        try:
+            yield engine
+        finally:
+            engine.close()
+
+
+def ranked(engine, filters: Filters) -> list[tuple[float, str]]:
+    """Every ok row within ``filters`` for one query: (score, path), best first; equal
+    scores (copies) in path order, since ids differ between engines."""
+    query = unit_vectors(1, seed=99)[0]
+    scores, ids = engine.search(query, len(CATALOG) + 5, filters)
+    hits = [(round(float(s), 4), p) for s, p in zip(scores, paths_of(engine, ids))]
+    assert [s for s, _ in hits] == sorted((s for s, _ in hits), reverse=True)
+    return sorted(hits, key=lambda h: (-h[0], h[1]))
+
+
+@needs_milvus
+@pytest.mark.parametrize("filters", FILTERS, ids=_name)
+def test_each_filter_keeps_the_same_rows_on_both_engines(engines, filters):
+    local, milvus = engines["local"], engines["milvus"]
+    expected = ranked(local, filters)
+    assert ranked(milvus, filters) == expected
+    assert milvus.count_ok(filters) == local.count_ok(filters) == len(expected)
+
+
+@needs_milvus
+@pytest.mark.parametrize("filters", [Filters(), Filters(path_prefix="/photos/2021"),
+                                     Filters(formats=("jpeg",))], ids=_name)
+def test_duplicates_and_content_vectors_agree_on_both_engines(engines, filters):
+    def groups(engine):
+        return sorted(sorted(paths_of(engine, g)) for g in engine.duplicate_contents(filters))
+
+    def contents(engine):
+        rows = [r for chunk in engine.content_vectors(filters, chunk=4) for r in chunk]
+        assert [r[0] for r in rows] == sorted(r[0] for r in rows)   # by id, as dupes reads
+        return sorted((p, h, v) for p, (_, h, v) in zip(paths_of(engine, [r[0] for r in rows]),
+                                                        rows))
+    local, milvus = engines["local"], engines["milvus"]
+    assert groups(milvus) == groups(local) and groups(local)
+    assert contents(milvus) == contents(local)
+
+
+@needs_milvus
+def test_reads_agree_on_both_engines(engines):
+    local, milvus = engines["local"], engines["milvus"]
+    assert milvus.counts() == local.counts()
+    assert milvus.formats() == local.formats()
+    assert milvus.content_hashes() == local.content_hashes()
+    hashes = sorted(local.content_hashes()) + ["no-such-hash"]
+    assert milvus.content_copies(hashes) == local.content_copies(hashes)
+
+    def state(engine, roots):
+        return {p: dataclasses.replace(r, id=0) for p, r in engine.rows_under(roots).items()}
+    for roots in (["/photos"], ["/photos/2020"], ["/other", "/nowhere"]):
+        assert state(milvus, roots) == state(local, roots)
+    assert [f.path for f in milvus.skipped()] == [f.path for f in local.skipped()]
+    paths = [c[0] for c in CATALOG[:5]] + ["/not/stored.jpg"]
+    assert milvus.rows_at(paths) == local.rows_at(paths)
+
+
+# ---- the same writes, on each engine -----------------------------------------------------
+def stored(engine) -> dict[str, tuple]:
+    """What an engine holds, by path, ids aside."""
+    return {p: (r.size, r.mtime_ns, r.content_hash, r.status, r.skip_source)
+            for p, r in engine.rows_under(["/"]).items()}
+
+
+@pytest.mark.parametrize("fresh", ENGINE_PARAMS, indirect=True)
+def test_a_retried_batch_stores_each_row_once(fresh):
+    rows = catalog_rows()
+    fresh.apply(Changes(upserts=rows))
+    first = stored(fresh)
+    fresh.apply(Changes(upserts=rows))                 # the same batch again (a retry)
+    assert stored(fresh) == first and len(first) == len(rows)
+    assert fresh.counts() == dict(Counter(r.status for r in rows))
+
+
+@pytest.mark.parametrize("fresh", ENGINE_PARAMS, indirect=True)
+def test_moves_touches_and_deletes_apply_alike(fresh):
+    rows = catalog_rows()
+    fresh.apply(Changes(upserts=rows))
+    known = fresh.rows_under(["/"])
+    moved, touched, deleted = rows[0], rows[1], rows[2]
+    new_path = "/photos/moved/IMG_0001.jpg"
+    fresh.apply(Changes(moves=[Move(known[moved.path].id, new_path, 5, 6)],
+                        touches=[Touch(known[touched.path].id, 7, 8)],
+                        deletes=[known[deleted.path].id]))
+    after = fresh.rows_under(["/"])
+    assert moved.path not in after and deleted.path not in after
+    assert (after[new_path].size, after[new_path].mtime_ns) == (5, 6)
+    assert after[new_path].content_hash == moved.content_hash
+    assert (after[touched.path].size, after[touched.path].mtime_ns) == (7, 8)
+    assert len(after) == len(rows) - 1
+    vector = fresh.vectors_of(np.asarray([after[new_path].id]))
+    assert vector.vectors[0].tobytes() == moved.vector    # the moved row kept its vector
+
+
+@pytest.mark.parametrize("fresh", ENGINE_PARAMS, indirect=True)
+def test_forget_removes_a_folder_and_its_rows(fresh):
+    rows = catalog_rows()
+    fresh.apply(Changes(upserts=rows))
+    fresh.add_roots(["/photos", "/other"], 1.0)
+    under = [r for r in rows if r.path.startswith("/other/")]
+    version = fresh.vectors_version()
+    assert fresh.forget("/other") == len(under)
+    assert fresh.roots() == ["/photos"]
+    assert not fresh.rows_under(["/other"]) and len(stored(fresh)) == len(rows) - len(under)
+    assert fresh.vectors_version() != version
+
+
+@pytest.mark.parametrize("fresh", ENGINE_PARAMS, indirect=True)
+def test_imported_rows_replace_by_path_and_export_back(fresh):
+    rows = [r for r in catalog_rows() if r.status == STATUS_OK]
+    fresh.upsert_rows(rows)
+    fresh.upsert_rows([dataclasses.replace(rows[0], size=-1)])   # again: replaced, not added
+    assert fresh.count_ok() == len(rows)
+    assert fresh.rows_at([rows[0].path])[rows[0].path].size == -1
+    exported = [f for chunk in fresh.export_rows(chunk=5) for f in chunk]
+    assert sorted(f.path for f in exported) == sorted(r.path for r in rows)
+    by_path = {r.path: r for r in rows}
+    assert all(f.vector == by_path[f.path].vector for f in exported)
+
+
+@pytest.mark.parametrize("fresh", ENGINE_PARAMS, indirect=True)
+def test_rebind_drops_every_vector_and_keeps_the_folders(fresh):
+    fresh.apply(Changes(upserts=catalog_rows()))
+    fresh.add_roots(["/photos"], 1.0)
+    fresh.rebind("another-model", "fingerprint-2", 4)
+    info = fresh.info()
+    assert (info.model_name, info.model_fingerprint, info.dim) == ("another-model",
+                                                                   "fingerprint-2", 4)
+    assert fresh.counts() == {} and fresh.roots() == ["/photos"]
