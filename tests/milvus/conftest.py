@@ -37,7 +37,7 @@ import pytest
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 120.0
-STOP_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 5.0           # a graceful stop (flushing segments) may take minutes: data here is throwaway
 # the components of a standalone server whose advertised address ("ip") the config sets
 COMPONENTS = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord",
               "dataNode")
