@@ -31,7 +31,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -277,11 +277,14 @@ def ray_session(ray: Any, address: str | None) -> Iterator[None]:
         return
     temp = tempfile.mkdtemp(prefix="searchkit-ray-")
     try:
-        _connect(ray, address, temp)
-        _quiet(ray)
-        yield
+        with _local_only() if not address else nullcontext():
+            try:
+                _connect(ray, address, temp)
+                _quiet(ray)
+                yield
+            finally:
+                ray.shutdown()
     finally:
-        ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -291,14 +294,32 @@ def _connect(ray: Any, address: str | None, temp: str) -> None:
         if address:
             ray.init(address=address, **quiet)
             return
-        for name, value in LOCAL_ENV.items():
-            os.environ.setdefault(name, value)
         with _stderr_to(os.path.join(temp, "init.log")):  # Ray's C++ notice of its log level
             ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, _temp_dir=temp,
                      object_store_memory=LOCAL_OBJECT_STORE_BYTES, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
         what = f"reach the Ray cluster at {address}" if address else "start a local Ray instance"
         raise RayRunError(f"cannot {what}: {_line(e, 0)}") from e
+
+
+@contextmanager
+def _local_only() -> Iterator[None]:
+    """:data:`LOCAL_ENV` for the processes Ray starts, and the driver's own copy of the
+    loopback switch (Ray reads it at import), put back as they were afterwards."""
+    from ray._private import ray_constants
+    saved_env = {name: os.environ.get(name) for name in LOCAL_ENV}
+    saved_switch = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ.update(LOCAL_ENV)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_switch
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextmanager

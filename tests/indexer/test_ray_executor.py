@@ -227,3 +227,17 @@ def test_ray_worker_that_dies_costs_only_its_batch(tmp_path, lib_factory, tiny_c
     assert (r.added, r.encoded) == (12, 12)
     Indexer(local).run([str(folder)])
     assert_same_vectors(vectors(local), vectors(remote))
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("no_ray_left")
+def test_local_ray_instance_stays_on_loopback_and_ends_with_the_run():
+    from searchkit.indexer.ray_executor import import_ray, ray_session
+    ray = import_ray()
+    with ray_session(ray, None):
+        assert [n["NodeManagerAddress"] for n in ray.nodes()] == ["127.0.0.1"]
+        assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+        assert ray.cluster_resources()["CPU"] == os.cpu_count()
+    assert not ray.is_initialized()
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ or \
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] != "0"  # put back as it was
