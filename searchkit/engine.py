@@ -117,7 +117,9 @@ class Engine(Protocol):
     def count_ok(self, filters: "Filters | None" = None) -> int: ...
     def duplicate_contents(self, filters: "Filters | None" = None) -> list[list[int]]: ...
     def content_vectors(self, filters: "Filters | None" = None, chunk: int = 10_000
-                        ) -> Iterator["SoundVectors"]: ...
+                        ) -> Iterator[list[tuple[int, str, bytes | None]]]:
+        """(id, content hash, vector) of one ok row per content within ``filters``, in
+        chunks (:func:`searchkit.dupes.read_contents` checks the vectors)."""
     def vectors_version(self) -> int:
         """A number any write changes (caches of derived results key on it)."""
 
