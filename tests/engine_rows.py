@@ -4,14 +4,16 @@ exercise every search filter, written to either engine."""
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pytest
 
+from searchkit.query import Filters
 from searchkit.store import STATUS_OK, STATUS_SKIPPED, SKIP_DECODE, FileRow
 
 DIM = 8
@@ -26,22 +28,28 @@ def unit_vectors(n: int, seed: int) -> np.ndarray:
 
 # path, (width, height), format, taken, (camera make, model), content (rows sharing one share
 # their vector, as the indexer's copies do)
+D = datetime
 CATALOG = [
-    ("/photos/2020/IMG_0001.jpg", (4000, 3000), "JPEG", datetime(2020, 5, 1, 10), ("Canon", "Canon EOS 5D"), "a"),
-    ("/photos/2020/IMG_0002.jpg", (4000, 3000), "MPO", datetime(2020, 6, 1), ("Canon", "EOS 50D"), "b"),
-    ("/photos/2020/IMGX0003.jpg", (640, 480), "JPEG", datetime(2020, 6, 1, 0, 0, 1), ("NIKON CORPORATION", "NIKON D_X"), "c"),
-    ("/photos/2020/copy of IMG_0001.jpg", (4000, 3000), "JPEG", datetime(2020, 5, 1, 10), ("Canon", "Canon EOS 5D"), "a"),
+    ("/photos/2020/IMG_0001.jpg", (4000, 3000), "JPEG", D(2020, 5, 1, 10),
+     ("Canon", "Canon EOS 5D"), "a"),
+    ("/photos/2020/IMG_0002.jpg", (4000, 3000), "MPO", D(2020, 6, 1), ("Canon", "EOS 50D"), "b"),
+    ("/photos/2020/IMGX0003.jpg", (640, 480), "JPEG", D(2020, 6, 1, 0, 0, 1),
+     ("NIKON CORPORATION", "NIKON D_X"), "c"),
+    ("/photos/2020/copy of IMG_0001.jpg", (4000, 3000), "JPEG", D(2020, 5, 1, 10),
+     ("Canon", "Canon EOS 5D"), "a"),
     ("/photos/2020/50%off.png", (1200, 800), "PNG", None, (None, None), "d"),
     ("/photos/2020/5Xoff.png", (1200, 800), "PNG", None, (None, "Pixel 7"), "e"),
-    ("/photos/2020-extra/a1.png", (300, 300), "PNG", datetime(2019, 12, 31, 23, 59), (None, None), "f"),
-    ("/photos/2021/ünïcode Ä.jpg", (None, None), "JPEG", datetime(2021, 1, 1), ("ÜBERCAM", "ü-1"), "g"),
-    ("/photos/2021/a2.png", (2000, 2000), "PNG", datetime(2021, 2, 2), ("Apple", "iPhone 15 Pro"), "h"),
-    ("/photos/2021/raw/DSC_1.nef", (6000, 4000), "NEF", datetime(2021, 3, 3), ("NIKON", "Z 6"), "i"),
-    ("/photos/2021/raw/DSC_1 copy.nef", (6000, 4000), "NEF", datetime(2021, 3, 3), ("NIKON", "Z 6"), "i"),
+    ("/photos/2020-extra/a1.png", (300, 300), "PNG", D(2019, 12, 31, 23, 59), (None, None), "f"),
+    ("/photos/2021/ünïcode Ä.jpg", (None, None), "JPEG", D(2021, 1, 1), ("ÜBERCAM", "ü-1"), "g"),
+    ("/photos/2021/a2.png", (2000, 2000), "PNG", D(2021, 2, 2), ("Apple", "iPhone 15 Pro"), "h"),
+    ("/photos/2021/raw/DSC_1.nef", (6000, 4000), "NEF", D(2021, 3, 3), ("NIKON", "Z 6"), "i"),
+    ("/photos/2021/raw/DSC_1 copy.nef", (6000, 4000), "NEF", D(2021, 3, 3), ("NIKON", "Z 6"),
+     "i"),
     ("/photos/2021/scan.tif", (2480, 3508), "TIFF", None, ("Epson", None), "j"),
     ("/photos/2021/no-format", (None, 50), None, None, (None, None), "k"),
-    ("/other/[brackets] 1.jpg", (800, 600), "JPEG", datetime(2022, 7, 7), ("canon", "powershot"), "l"),
-    ("/other/q\"uote\\back.jpg", (801, 601), "JPEG", datetime(2022, 7, 8), ("Canon", "PowerShot G7 X"), "m"),
+    ("/other/[brackets] 1.jpg", (800, 600), "JPEG", D(2022, 7, 7), ("canon", "powershot"), "l"),
+    ("/other/q\"uote\\back.jpg", (801, 601), "JPEG", D(2022, 7, 8),
+     ("Canon", "PowerShot G7 X"), "m"),
     ("/photos", (10, 10), "GIF", None, (None, None), "n"),
 ]
 SKIPPED = ["/photos/2020/broken.jpg", "/photos/2021/empty.png", "/other/bad.heic"]
@@ -72,8 +80,8 @@ def milvus_available() -> bool:
     return True
 
 
-needs_milvus = pytest.mark.skipif(not milvus_available(),
-                                  reason="pymilvus and milvus-lite (searchkit[milvus]) not installed")
+needs_milvus = pytest.mark.skipif(
+    not milvus_available(), reason="pymilvus and milvus-lite (searchkit[milvus]) not installed")
 ENGINE_PARAMS = [pytest.param("local"), pytest.param("milvus", marks=needs_milvus)]
 
 
@@ -102,3 +110,55 @@ def paths_of(engine, ids) -> list[str]:
     files = engine.get_files([int(i) for i in ids])
     return [files[int(i)].path for i in ids]
 
+
+# ---- every filter, and what a search within one finds --------------------------------------
+FILTERS = [
+    Filters(),
+    Filters(path_prefix="/photos/2020"),
+    Filters(path_prefix="/photos/2020/"),
+    Filters(path_prefix="/photos"),
+    Filters(path_glob="*.jpg"),
+    Filters(path_glob="IMG_0*"),                      # no leading * or /: matches the end
+    Filters(path_glob="/photos/2021/*"),              # a literal start: a range
+    Filters(path_glob="/photos"),                     # a literal path
+    Filters(path_glob="*50%*"),                       # % and _ are literal in a glob
+    Filters(path_glob="*/a?.png"),
+    Filters(path_glob="*q\"uote\\*"),
+    Filters(path_glob="*"),
+    Filters(date_from=datetime(2020, 6, 1)),
+    Filters(date_to=datetime(2020, 6, 1)),
+    Filters(date_from=datetime(2020, 5, 1, 10), date_to=datetime(2021, 1, 1)),
+    Filters(date_from=datetime(2020, 6, 1, tzinfo=timezone.utc)),
+    Filters(date_from=datetime(1, 1, 1), date_to=datetime(9999, 12, 31)),
+    Filters(date_field="modified", date_from=datetime(2020, 9, 20)),
+    Filters(date_field="modified", date_to=datetime(2020, 9, 20, 12)),
+    Filters(min_width=1200),
+    Filters(min_height=3000),
+    Filters(min_width=-5),                            # unknown widths still never pass
+    Filters(formats=("jpg",)),                        # JPEG and MPO
+    Filters(formats=("png", "raw", "TIF")),
+    Filters(formats=("webp",)),
+    Filters(camera="canon"),
+    Filters(camera="EOS 5"),
+    Filters(camera="d_x"),
+    Filters(camera="ü"),
+    Filters(camera="apple iphone"),                   # make and model together
+    Filters(camera=" "),
+    Filters(path_prefix="/photos", formats=("jpeg",), min_width=1000, camera="canon"),
+    Filters(path_glob="*.png", date_from=datetime(2019, 1, 1), min_height=300),
+]
+
+
+def filters_name(f: Filters) -> str:
+    return ",".join(f"{k}={v}" for k, v in dataclasses.asdict(f).items()
+                    if v not in (None, (), "") and k != "date_field") or "none"
+
+
+def ranked(engine, filters: Filters) -> list[tuple[float, str]]:
+    """Every ok row within ``filters`` for one query: (score, path), best first; equal
+    scores (copies) in path order, since ids differ between engines."""
+    query = unit_vectors(1, seed=99)[0]
+    scores, ids = engine.search(query, len(CATALOG) + 5, filters)
+    hits = [(round(float(s), 4), p) for s, p in zip(scores, paths_of(engine, ids))]
+    assert [s for s, _ in hits] == sorted((s for s, _ in hits), reverse=True)
+    return sorted(hits, key=lambda h: (-h[0], h[1]))

@@ -10,56 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from datetime import datetime, timezone
 
 import numpy as np
 import pytest
 
 from searchkit.query import Filters
 from searchkit.store import STATUS_OK, Changes, Move, Touch
-from tests.engine_rows import (CATALOG, ENGINE_KINDS, ENGINE_PARAMS, catalog_rows, needs_milvus,
-                               new_engine, paths_of, state_dir, unit_vectors)
-
-FILTERS = [
-    Filters(),
-    Filters(path_prefix="/photos/2020"),
-    Filters(path_prefix="/photos/2020/"),
-    Filters(path_prefix="/photos"),
-    Filters(path_glob="*.jpg"),
-    Filters(path_glob="IMG_0*"),                      # no leading * or /: matches the end
-    Filters(path_glob="/photos/2021/*"),              # a literal start: a range
-    Filters(path_glob="/photos"),                     # a literal path
-    Filters(path_glob="*50%*"),                       # % and _ are literal in a glob
-    Filters(path_glob="*/a?.png"),
-    Filters(path_glob="*q\"uote\\*"),
-    Filters(path_glob="*"),
-    Filters(date_from=datetime(2020, 6, 1)),
-    Filters(date_to=datetime(2020, 6, 1)),
-    Filters(date_from=datetime(2020, 5, 1, 10), date_to=datetime(2021, 1, 1)),
-    Filters(date_from=datetime(2020, 6, 1, tzinfo=timezone.utc)),
-    Filters(date_from=datetime(1, 1, 1), date_to=datetime(9999, 12, 31)),
-    Filters(date_field="modified", date_from=datetime(2020, 9, 20)),
-    Filters(date_field="modified", date_to=datetime(2020, 9, 20, 12)),
-    Filters(min_width=1200),
-    Filters(min_height=3000),
-    Filters(min_width=-5),                            # unknown widths still never pass
-    Filters(formats=("jpg",)),                        # JPEG and MPO
-    Filters(formats=("png", "raw", "TIF")),
-    Filters(formats=("webp",)),
-    Filters(camera="canon"),
-    Filters(camera="EOS 5"),
-    Filters(camera="d_x"),
-    Filters(camera="ü"),
-    Filters(camera="apple iphone"),                   # make and model together
-    Filters(camera=" "),
-    Filters(path_prefix="/photos", formats=("jpeg",), min_width=1000, camera="canon"),
-    Filters(path_glob="*.png", date_from=datetime(2019, 1, 1), min_height=300),
-]
-
-
-def _name(f: Filters) -> str:
-    return ",".join(f"{k}={v}" for k, v in dataclasses.asdict(f).items()
-                    if v not in (None, (), "") and k != "date_field") or "none"
+from tests.engine_rows import (CATALOG, ENGINE_KINDS, ENGINE_PARAMS, FILTERS, catalog_rows,
+                               filters_name, needs_milvus, new_engine, paths_of, ranked,
+                               state_dir)
 
 
 @pytest.fixture(scope="module")
@@ -92,18 +51,8 @@ def fresh(request, tmp_path):
             engine.close()
 
 
-def ranked(engine, filters: Filters) -> list[tuple[float, str]]:
-    """Every ok row within ``filters`` for one query: (score, path), best first; equal
-    scores (copies) in path order, since ids differ between engines."""
-    query = unit_vectors(1, seed=99)[0]
-    scores, ids = engine.search(query, len(CATALOG) + 5, filters)
-    hits = [(round(float(s), 4), p) for s, p in zip(scores, paths_of(engine, ids))]
-    assert [s for s, _ in hits] == sorted((s for s, _ in hits), reverse=True)
-    return sorted(hits, key=lambda h: (-h[0], h[1]))
-
-
 @needs_milvus
-@pytest.mark.parametrize("filters", FILTERS, ids=_name)
+@pytest.mark.parametrize("filters", FILTERS, ids=filters_name)
 def test_each_filter_keeps_the_same_rows_on_both_engines(engines, filters):
     local, milvus = engines["local"], engines["milvus"]
     expected = ranked(local, filters)
@@ -113,7 +62,7 @@ def test_each_filter_keeps_the_same_rows_on_both_engines(engines, filters):
 
 @needs_milvus
 @pytest.mark.parametrize("filters", [Filters(), Filters(path_prefix="/photos/2021"),
-                                     Filters(formats=("jpeg",))], ids=_name)
+                                     Filters(formats=("jpeg",))], ids=filters_name)
 def test_duplicates_and_content_vectors_agree_on_both_engines(engines, filters):
     def groups(engine):
         return sorted(sorted(paths_of(engine, g)) for g in engine.duplicate_contents(filters))

@@ -10,7 +10,7 @@ Settings (an environment variable wins over the config file)
     ``SEARCHKIT_MILVUS_TOKEN``                     API token (``user:password`` or a cloud key)
     ``SEARCHKIT_MILVUS_USER`` / ``..._PASSWORD``   user and password (instead of a token)
     ``SEARCHKIT_MILVUS_TLS``                       ``1``: connect with TLS (``https://``)
-    ``SEARCHKIT_MILVUS_CA_CERT``                   the server's CA certificate (PEM file); implies TLS
+    ``SEARCHKIT_MILVUS_CA_CERT``                   the server's CA certificate (PEM); implies TLS
     ``SEARCHKIT_MILVUS_SERVER_NAME``               the name the server's certificate holds
     ``SEARCHKIT_MILVUS_DB``                        the database (``default`` when unset)
     ``SEARCHKIT_MILVUS_TIMEOUT``                   seconds a call may take (default 60)
