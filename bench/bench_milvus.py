@@ -1,0 +1,315 @@
+"""The same 100k realistic vectors in three engines: the local engine (SQLite + FAISS), a real
+Milvus standalone server (the PyPI ``milvus`` package, 2.3.5, on 127.0.0.1) and Milvus Lite
+(a ``.db`` file, the unit tests' engine). Issue 13's numbers, one run, side by side.
+
+    nice -n 10 python bench/bench_milvus.py [--n 100000] [--queries 200]
+        [--engines local,server,lite] [--work /tmp/searchkit-milvus-bench] [--json FILE]
+
+The vectors are the scale bench's (``bench/bench_scale.py``: the first ``--n`` rows drawn from
+the mixture fitted to searchkit-lite embeddings of the shared align images, seeded, and its
+queries); each row also gets a format (PNG for a random 10 %, else JPEG) and a width (1920 for
+another random 10 %, else 640), so that ``--format png`` and ``--min-width 1000`` each keep
+about 10 % of the rows.
+
+Each engine runs in a fresh process through searchkit's storage interface
+(``searchkit.engine.open_engine``: what ``Library`` and ``searchkit import`` call):
+
+* insert: ``Engine.upsert_rows`` in chunks of ``CHUNK`` rows (as ``searchkit import`` writes
+  them), rows/s; then ``Engine.update_index()`` and, on a server, the wait until the server has
+  indexed every row (its index is built in the background);
+* queries: ``Engine.search(vector, 10, filters)`` one at a time after a warm-up pass, p50 and
+  p99 ms, without a filter and with each 10 % filter;
+* recall@10 against exact search (numpy, over the float32 vectors);
+* peak RSS (VmHWM) of the engine's process, of any process it started, and of the Milvus server.
+
+The machine is shared (2 cores): read the ratios, not the seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+MODEL = "searchkit-lite"
+DIM = 512
+K = 10
+CHUNK = 5_000                  # rows per upsert_rows call
+FILTER_FRACTION = 0.10
+WIDE, NARROW, MIN_WIDTH = 1920, 640, 1000
+FILTERS = ("none", "format png", "min width 1000")
+INDEX_WAIT_S = 900.0           # the most a server may take to index every row
+ENGINES = ("local", "server", "lite")
+
+
+@dataclass
+class Measured:
+    engine: str
+    location: str = ""
+    n: int = 0
+    insert_rows_s: float = 0.0
+    update_index_s: float = 0.0
+    indexed_wait_s: float = 0.0
+    index: str = ""
+    p50_ms: dict[str, float] = field(default_factory=dict)
+    p99_ms: dict[str, float] = field(default_factory=dict)
+    recall: dict[str, float] = field(default_factory=dict)
+    kept: dict[str, float] = field(default_factory=dict)   # fraction of rows a filter keeps
+    rss_peak: int = 0            # the engine's process (bytes)
+    children_rss_peak: int = 0   # processes it started (a Lite server, if any)
+    server_rss_peak: int = 0     # the Milvus standalone server
+    server_rss_end: int = 0
+
+
+# ---- the data set: vectors, metadata, exact answers ---------------------------------------------
+def prepare(work: Path, n: int, queries: int) -> None:
+    """base.npy, queries.npy, meta.npz (format / width masks) and exact.npz in ``work``."""
+    import bench_scale as bs
+    if (work / "exact.npz").exists() and np.load(work / "base.npy", mmap_mode="r").shape[0] == n:
+        return
+    mix = bs.mixture()
+    base = np.concatenate([v for _, v in bs.chunks(n, mix)])
+    q = mix.sample(queries, seed=99)          # bench_scale's queries
+    rng = np.random.default_rng(13)
+    png, wide = rng.random(n) < FILTER_FRACTION, rng.random(n) < FILTER_FRACTION
+    np.save(work / "base.npy", base)
+    np.save(work / "queries.npy", q)
+    np.savez(work / "meta.npz", png=png, wide=wide)
+    scores = q @ base.T
+    exact = {name: top_k(np.where(mask, scores, -np.inf) if mask is not None else scores)
+             for name, mask in zip(FILTERS, (None, png, wide))}
+    np.savez(work / "exact.npz", **exact)
+
+
+def top_k(scores: np.ndarray) -> np.ndarray:
+    top = np.argpartition(-scores, K - 1, axis=1)[:, :K]
+    return np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), 1), 1)
+
+
+def path_of(row: int) -> str:
+    return f"/photos/{row // 1000:05d}/img_{row:08d}.jpg"
+
+
+def row_of(path: str) -> int:
+    return int(path[-12:-4])
+
+
+def file_rows(first: int, vectors: np.ndarray, png: np.ndarray, wide: np.ndarray, now: float):
+    from searchkit.store import STATUS_OK, FileRow
+    return [FileRow(path_of(first + i), 100_000, 1, f"{first + i:032x}",
+                    WIDE if wide[first + i] else NARROW, 480,
+                    "PNG" if png[first + i] else "JPEG", None, None, None, STATUS_OK, None, None,
+                    v.tobytes(), now) for i, v in enumerate(vectors)]
+
+
+def filters_of(name: str):
+    from searchkit.query import Filters
+    return {"none": None, "format png": Filters(formats=("PNG",)),
+            "min width 1000": Filters(min_width=MIN_WIDTH)}[name]
+
+
+# ---- one engine, in its own process -----------------------------------------------------------
+def peak_rss(pid: int | str = "self") -> tuple[int, int]:
+    """(VmHWM, VmRSS) of a process in bytes (0 when it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0, 0
+    values = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in text.splitlines()
+              if line.startswith(("VmHWM", "VmRSS"))}
+    return values.get("VmHWM", 0), values.get("VmRSS", 0)
+
+
+def children_peak() -> int:
+    sys.path.insert(0, str(ROOT / "tests" / "milvus"))
+    from conftest import descendants
+    return sum(peak_rss(pid)[0] for pid in descendants(os.getpid()))
+
+
+def wait_indexed(location: str, total: int) -> float:
+    """Seconds until the server has sealed and indexed every row: a flush seals the growing
+    segment (an index rebuild leaves the last rows in it, searched without the index), and the
+    server builds the index of each sealed segment in the background."""
+    from pymilvus import MilvusClient
+    from searchkit.milvus.config import parse_location
+    where = parse_location(location)
+    client = MilvusClient(uri=f"http://{where.host}:{where.port}")
+    t = time.perf_counter()
+    try:
+        client.flush(where.collection)
+        while time.perf_counter() - t < INDEX_WAIT_S:
+            names = client.list_indexes(where.collection)
+            info = client.describe_index(where.collection, names[0]) if names else {}
+            if int(info.get("indexed_rows", 0)) >= total \
+                    and int(info.get("pending_index_rows", 0)) == 0:
+                return time.perf_counter() - t
+            time.sleep(1.0)
+        raise SystemExit(f"the server had not indexed {total} rows after {INDEX_WAIT_S:.0f} s: "
+                         f"{info}")
+    finally:
+        client.close()
+
+
+def run_engine(engine_name: str, location: str, work: Path) -> Measured:
+    from searchkit.engine import open_engine
+    base = np.load(work / "base.npy", mmap_mode="r")
+    queries = np.load(work / "queries.npy")
+    meta, exact = np.load(work / "meta.npz"), np.load(work / "exact.npz")
+    png, wide = meta["png"], meta["wide"]
+    n = base.shape[0]
+    m = Measured(engine_name, location, n)
+    engine = open_engine(location, create=True)
+    engine.create(MODEL, "bench-" + MODEL, DIM)
+    now = time.time()
+    t = time.perf_counter()
+    for first in range(0, n, CHUNK):
+        engine.upsert_rows(file_rows(first, np.asarray(base[first:first + CHUNK]), png, wide,
+                                     now))
+    m.insert_rows_s = n / (time.perf_counter() - t)
+    say(f"{engine_name}: {m.insert_rows_s:,.0f} rows/s inserted; updating the index")
+    t = time.perf_counter()
+    engine.update_index()
+    m.update_index_s = time.perf_counter() - t
+    if engine_name == "server":
+        m.indexed_wait_s = wait_indexed(location, n)
+    engine.warm()
+    m.index = engine.index().kind
+    say(f"{engine_name}: index {m.index} in {m.update_index_s:.1f} s "
+        f"(+{m.indexed_wait_s:.1f} s server-side); queries")
+    for name in FILTERS:
+        filters = filters_of(name)
+        for q in queries[:20]:                      # warm-up
+            engine.search(q, K, filters)
+        lat, got = [], []
+        for q in queries:
+            t = time.perf_counter()
+            _, ids = engine.search(q, K, filters)
+            lat.append(time.perf_counter() - t)
+            got.append(ids)
+        m.p50_ms[name] = float(np.percentile(lat, 50) * 1e3)
+        m.p99_ms[name] = float(np.percentile(lat, 99) * 1e3)
+        m.recall[name], m.kept[name] = recall(engine, got, exact[name], png, wide, name)
+        say(f"{engine_name}: {name}: p50 {m.p50_ms[name]:.2f} ms, p99 {m.p99_ms[name]:.2f} ms, "
+            f"recall@10 {m.recall[name]:.3f}")
+    m.rss_peak = peak_rss()[0]
+    m.children_rss_peak = children_peak()
+    engine.close()
+    return m
+
+
+def recall(engine, got: list[np.ndarray], truth: np.ndarray, png, wide, name: str
+           ) -> tuple[float, float]:
+    """Mean recall@10 of the hits (engine ids, resolved to row numbers by path), and the
+    fraction of rows the filter keeps (every hit must be one of them)."""
+    allowed = {"none": None, "format png": png, "min width 1000": wide}[name]
+    ids = sorted({int(i) for g in got for i in g})
+    files = engine.get_files(ids)
+    rows = {i: row_of(f.path) for i, f in files.items()}
+    scores = []
+    for g, want in zip(got, truth):
+        have = [rows[int(i)] for i in g]
+        if allowed is not None:
+            assert all(allowed[r] for r in have), f"{name}: a hit the filter does not keep"
+        scores.append(len(set(have) & set(want.tolist())) / K)
+    kept = 1.0 if allowed is None else float(allowed.mean())
+    return float(np.mean(scores)), kept
+
+
+# ---- the parent: data, server, children, report ------------------------------------------------
+def say(text: str) -> None:
+    print(time.strftime("%H:%M:%S"), text, file=sys.stderr, flush=True)
+
+
+def child(engine_name: str, location: str, work: Path) -> Measured:
+    out = subprocess.run([sys.executable, __file__, "--child", engine_name, location,
+                          str(work)], cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False)
+    if out.returncode:
+        raise SystemExit(f"{engine_name} failed ({out.returncode})")
+    return Measured(**json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def measure(engine_name: str, work: Path) -> Measured:
+    library = work / f"lib_{engine_name}"
+    shutil.rmtree(library, ignore_errors=True)
+    if engine_name == "local":
+        return child("local", str(library), work)
+    if engine_name == "lite":
+        library.mkdir()
+        return child("lite", f"milvus://{library}/lite.db/bench", work)
+    sys.path.insert(0, str(ROOT / "tests" / "milvus"))
+    from conftest import running_milvus
+    library.mkdir()
+    with running_milvus(library) as server:
+        say(f"server: pid {server.pid}, port {server.port}")
+        m = child("server", server.uri("bench"), work)
+        m.server_rss_peak, m.server_rss_end = peak_rss(server.pid)
+    return m
+
+
+def report(results: list[Measured], n: int, queries: int) -> str:
+    gb = 1e9
+    cols = [r.engine for r in results]
+    lines = [f"| {n:,} rows, {queries} queries | " + " | ".join(cols) + " |",
+             "|---|" + "---:|" * len(cols)]
+
+    def row(label: str, values) -> None:
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
+
+    row("index", [r.index for r in results])
+    row("insert rows/s (upsert_rows)", [f"{r.insert_rows_s:,.0f}" for r in results])
+    row("update_index s (+ server indexing)",
+        [f"{r.update_index_s:.1f}" + (f" (+{r.indexed_wait_s:.1f})" if r.indexed_wait_s else "")
+         for r in results])
+    for name in FILTERS:
+        kept = results[0].kept.get(name, 1.0)
+        label = name if name == "none" else f"{name} ({kept:.0%} kept)"
+        row(f"p50 / p99 ms, {label}",
+            [f"{r.p50_ms[name]:.2f} / {r.p99_ms[name]:.2f}" for r in results])
+        row(f"recall@10, {label}", [f"{r.recall[name]:.3f}" for r in results])
+    row("peak RSS, engine process GB", [f"{r.rss_peak / gb:.2f}" for r in results])
+    row("peak RSS, processes it started GB", [f"{r.children_rss_peak / gb:.2f}" for r in results])
+    row("peak RSS, Milvus server GB",
+        [f"{r.server_rss_peak / gb:.2f} (end {r.server_rss_end / gb:.2f})"
+         if r.server_rss_peak else "-" for r in results])
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        m = run_engine(sys.argv[2], sys.argv[3], Path(sys.argv[4]))
+        print(json.dumps(asdict(m)))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--engines", default=",".join(ENGINES),
+                    type=lambda s: [e for e in s.split(",") if e])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/searchkit-milvus-bench"))
+    ap.add_argument("--json", type=Path, help="also write the measurements here")
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    say(f"preparing {args.n:,} vectors and exact answers")
+    prepare(args.work, args.n, args.queries)
+    results = []
+    for engine_name in args.engines:
+        results.append(measure(engine_name, args.work))
+        if args.json:
+            args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
+    print(f"{os.cpu_count()} cores shared with other jobs; one run; engines in fresh processes\n")
+    print(report(results, args.n, args.queries))
+
+
+if __name__ == "__main__":
+    main()
