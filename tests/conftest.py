@@ -30,3 +30,12 @@ def tiny_clip_dir(tmp_path_factory):
 def tiny_encoder(tiny_clip_dir):
     from searchkit.encoders import load_encoder
     return load_encoder(str(tiny_clip_dir))
+
+
+@pytest.fixture
+def small_pages(monkeypatch):
+    """Libraries made from here on have 4 KiB SQLite pages, where the rows a test adds need
+    new pages: the full-disk tests cap a database at the pages it has (16 KiB pages, the
+    default for new libraries, keep room for those few rows)."""
+    from searchkit import store
+    monkeypatch.setattr(store, "PAGE_SIZE", 4096)

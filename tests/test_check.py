@@ -113,7 +113,8 @@ def test_damaged_database_is_one_line_for_every_command(lib, tmp_path, how, comm
     assert "problem   store:" in r.output and "problems remain: 1\n" in r.output
 
 
-def test_full_disk_during_index_is_one_line_and_resumes(lib, tmp_path, monkeypatch):
+def test_full_disk_during_index_is_one_line_and_resumes(small_pages, lib, tmp_path,
+                                                      monkeypatch):
     from searchkit import store
     make_photos(tmp_path / "photos" / "new", 40, offset=200)
     with lib.store.engine.connect() as c:

@@ -248,8 +248,8 @@ def test_damaged_database_file_is_a_damaged_library_error(lib, mixed, how):
         reopen(lib).search(Query.text("x"))
 
 
-def test_full_disk_during_a_database_write_is_one_error_and_loses_nothing(lib, mixed,
-                                                                          tmp_path):
+def test_full_disk_during_a_database_write_is_one_error_and_loses_nothing(small_pages, lib,
+                                                                          mixed, tmp_path):
     from sqlalchemy import event
 
     from searchkit.errors import DiskFullError
