@@ -199,7 +199,7 @@ class MilvusEngine:
         return LibraryInfo(meta["model_name"], meta["model_fingerprint"],
                            self._int(meta, "dim"), self._int(meta, "schema_version"))
 
-    def damaged(self, what: str, restore: bool = False) -> LibraryDamagedError:
+    def damaged(self, what: str) -> LibraryDamagedError:
         return LibraryDamagedError(
             f"library {self.location} is damaged: {what}; drop the collections {self.files} "
             f"and {self.meta_collection} (or name another collection) and index again")
