@@ -165,7 +165,7 @@ def test_a_sample_of_paths_is_drawn_from_the_ok_rows(engine):
 @lite
 def test_the_index_is_rebuilt_when_the_library_crosses_a_size_threshold(tmp_path):
     with state_dir(tmp_path):
-        e = new_engine("milvus", tmp_path, flat_max_rows=5)
+        e = new_engine("milvus", tmp_path, flat_max_rows=5, exact_on_lite=False)
         assert e.index().kind == "flat"
         e.apply(Changes(upserts=catalog_rows()))
         query = unit_vectors(1, 5)[0]
@@ -178,6 +178,15 @@ def test_the_index_is_rebuilt_when_the_library_crosses_a_size_threshold(tmp_path
         after = e.search(query, 3)
         assert after[1].tolist() == before[1].tolist()
         np.testing.assert_allclose(after[0], before[0], atol=1e-5)
+        e.close()
+
+
+@lite
+def test_a_lite_library_stays_exact_at_any_size(tmp_path):
+    with state_dir(tmp_path):
+        e = new_engine("milvus", tmp_path, flat_max_rows=5)
+        e.apply(Changes(upserts=catalog_rows()))
+        assert e.update_index().action == "none" and e.index().kind == "flat"
         e.close()
 
 
