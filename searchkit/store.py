@@ -1023,13 +1023,15 @@ class Store:
             [dataclasses.asdict(r) for r in rows])
 
     def ocr_counts(self) -> OcrCounts:
-        """Indexed images whose text was read, found some, or failed to be read."""
+        """Indexed images whose text was read, found some, or failed to be read. Driven from
+        the text table through the content-hash index (CROSS JOIN fixes the order, ``+`` keeps
+        the status index out): joined the other way it read every row, 0.5 s at 1M (issue 12:
+        `status` stays as fast as on a small library)."""
         with self.session() as s:
-            row = s.execute(select(
-                func.count(OcrText.id), func.count(OcrText.id).filter(OcrText.text != ""),
-                func.count(OcrText.error)).select_from(File)
-                .join(OcrText, OcrText.content_hash == File.content_hash)
-                .where(File.status == STATUS_OK)).one()
+            row = s.execute(text(
+                "SELECT count(o.id), count(o.id) FILTER (WHERE o.text != ''), count(o.error) "
+                "FROM ocr_text AS o CROSS JOIN files AS f ON f.content_hash = o.content_hash "
+                "WHERE +f.status = :ok"), {"ok": STATUS_OK}).one()
         return OcrCounts(*row)
 
     def ocr_texts(self, ids: list[int]) -> dict[int, str]:
