@@ -130,28 +130,28 @@ class ExactTimer:
 
     def __init__(self, queries: np.ndarray):
         self.queries = queries[:EXACT_QUERIES]
-        self.block: list[np.ndarray] = []
+        self.block = None
         self.ms = 0.0
 
     def add(self, vectors: np.ndarray) -> None:
-        self.block.append(vectors)
-        if sum(len(b) for b in self.block) >= EXACT_BLOCK:
+        import faiss
+        if self.block is None:
+            self.block = faiss.IndexFlatIP(DIM)
+        self.block.add(vectors)
+        if self.block.ntotal >= EXACT_BLOCK:
             self.flush()
 
     def flush(self) -> None:
         import faiss
-        if not self.block:
+        if self.block is None:
             return
         faiss.omp_set_num_threads(1)
-        index = faiss.IndexFlatIP(DIM)
-        for part in self.block:
-            index.add(part)
-        self.block = []
         lat = []
         for q in self.queries:
             t = time.perf_counter()
-            index.search(q.reshape(1, -1), K)
+            self.block.search(q.reshape(1, -1), K)
             lat.append(time.perf_counter() - t)
+        self.block = None
         self.ms += float(np.median(lat) * 1e3)
 
 
@@ -291,6 +291,7 @@ def measure(n: int, work: Path, mix, encoder, queries: np.ndarray, largest: bool
     shutil.rmtree(directory, ignore_errors=True)
     say(f"n={n}: writing rows")
     m.write_s, tops, m.exact_ms = write_library(directory, n, mix, encoder, queries)
+    np.savez(work / f"exact_{n}.npz", **{str(key): top.rows for key, top in tops.items()})
     m.sqlite_bytes, m.page_size = sqlite_bytes(directory)
     say(f"n={n}: {m.write_s:.0f} s to write, {m.sqlite_bytes / n:,.0f} B/row in SQLite "
         f"(page size {m.page_size}); exact {m.exact_ms:.1f} ms; full build")
