@@ -73,3 +73,20 @@ def test_writes_are_read_back_at_once_and_never_duplicated_on_a_server(milvus_se
         assert engine.update_index().action == "flushed"
         assert engine.forget("/photos") == sum(is_under(p, "/photos") for p in after)
         engine.close()
+
+
+def test_a_server_library_crossing_the_size_threshold_gets_hnsw(milvus_server, tmp_path):
+    from searchkit.milvus import open_milvus_engine
+    with state_dir(tmp_path):
+        local = new_engine("local", tmp_path)
+        engine = open_milvus_engine(milvus_server.uri("grows"), create=True, flat_max_rows=5)
+        engine.create(*MODEL, DIM)
+        for e in (local, engine):
+            e.apply(Changes(upserts=catalog_rows()))
+        assert engine.index().state == "stale"
+        assert engine.update_index().action == "rebuilt"
+        assert (engine.index().kind, engine.index().state) == ("hnsw", "fresh")
+        for filters in FILTERS[:4]:
+            assert ranked(engine, filters) == ranked(local, filters)
+        local.close()
+        engine.close()
