@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import pickle
+import re
 import shutil
 import sys
 import tempfile
@@ -56,6 +57,7 @@ INSTALL_HINT = "the ray executor needs Ray: pip install 'searchkit[ray]'"
 GPU_BATCH = 128            # images per batch on a GPU actor (--ray-batch-size)
 CPUS_PER_ACTOR = 4         # at most, for decoding and (without a GPU) encoding
 LOCAL_OBJECT_STORE_BYTES = 512 * 2**20   # paths in, vectors out: little goes through it
+OUR_ERROR = re.compile(r"^searchkit\.[\w.]*Error: (.+)$", re.MULTILINE)
 CHANGED = "changed while it was being indexed (the next run reads it again)"
 # a local Ray instance stays on this machine: loopback addresses, no usage report, no dashboard
 LOCAL_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -168,19 +170,24 @@ def from_columns(batch: dict[str, np.ndarray]) -> Iterator[tuple[int, Embedded]]
 class Pool:
     """The actor pool for a cluster: how many actors, what each holds, images per batch."""
     actors: int
-    gpus_per_actor: int
-    cpus_per_actor: int
+    gpus_per_actor: float
+    cpus_per_actor: float
     batch_size: int
 
     @classmethod
     def for_cluster(cls, resources: dict[str, float], options: RayOptions) -> "Pool":
         """One actor per GPU when there are GPUs, else actors of up to ``CPUS_PER_ACTOR`` cores
-        (``options`` may set the number of actors and the batch size)."""
+        (``options`` may set the number of actors, which then share the GPUs and cores, and
+        the batch size)."""
         gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
         actors = options.actors or (gpus or max(1, cpus // min(cpus, CPUS_PER_ACTOR)))
-        per_actor = max(1, min(CPUS_PER_ACTOR, cpus // actors))
         batch = options.batch_size or (GPU_BATCH if gpus else ENCODE_BATCH)
-        return cls(actors, 1 if gpus else 0, per_actor, batch)
+        return cls(actors, min(1.0, gpus / actors), min(CPUS_PER_ACTOR, cpus / actors), batch)
+
+    @property
+    def threads(self) -> int:
+        """Decoding threads in an actor."""
+        return max(1, int(self.cpus_per_actor))
 
 
 class RayExecutor:
@@ -210,19 +217,18 @@ class RayExecutor:
         if not claimed:
             return
         with ray_session(self.ray, self.options.address):
-            for i, result in self._embedded(run, claimed, workers):
+            for i, result in self._embedded(run, claimed):
                 run.decide(_with(claimed[i], result))
                 done += 1
                 progress(done, len(work))
 
-    def _embedded(self, run: "IndexRun", claimed: list[Prepared],
-                  workers: int) -> Iterator[tuple[int, Embedded]]:
+    def _embedded(self, run: "IndexRun",
+                  claimed: list[Prepared]) -> Iterator[tuple[int, Embedded]]:
         """Each claimed file's result, as the actors finish their batches (any order)."""
         ray = self.ray
         pool = Pool.for_cluster(ray.cluster_resources(), self.options)
         job = EmbedJob(run.encoder.name, run.encoder.fingerprint(), run.limits.max_pixels,
-                       "cuda" if pool.gpus_per_actor else "cpu", pool.cpus_per_actor,
-                       self.factory)
+                       "cuda" if pool.gpus_per_actor else "cpu", pool.threads, self.factory)
         rows = [{"index": i, "path": p.item.stat.path, "hash": p.content_hash}
                 for i, p in enumerate(claimed)]
         blocks = math.ceil(len(rows) / pool.batch_size)  # a block per batch: a retry redoes one
@@ -258,8 +264,9 @@ def _worker_error(e: Exception) -> SearchkitError:
     """A failure on the workers as one line: a searchkit error as it is, else its last line."""
     cause = getattr(e, "cause", None)
     if isinstance(cause, SearchkitError):
-        return type(cause)(str(cause))
-    return RayRunError(f"the Ray workers failed: {_line(cause or e, -1)}")
+        return cause
+    ours = OUR_ERROR.findall(str(cause or e))  # raised in an actor's constructor: text only
+    return RayRunError(f"a Ray worker failed: {ours[-1] if ours else _line(cause or e, -1)}")
 
 
 def _line(e: BaseException, which: int) -> str:
@@ -277,11 +284,11 @@ def ray_session(ray: Any, address: str | None) -> Iterator[None]:
         return
     temp = tempfile.mkdtemp(prefix="searchkit-ray-")
     try:
-        with _local_only() if not address else nullcontext():
+        with _local_only() if not address else nullcontext(), _worker_errors_logged():
             try:
                 _connect(ray, address, temp)
-                _quiet(ray)
-                yield
+                with _quiet(ray):
+                    yield
             finally:
                 ray.shutdown()
     finally:
@@ -289,7 +296,7 @@ def ray_session(ray: Any, address: str | None) -> Iterator[None]:
 
 
 def _connect(ray: Any, address: str | None, temp: str) -> None:
-    quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
+    quiet = {"logging_level": logging.CRITICAL, "log_to_driver": False}
     try:
         if address:
             ray.init(address=address, **quiet)
@@ -300,6 +307,28 @@ def _connect(ray: Any, address: str | None, temp: str) -> None:
     except (ConnectionError, RuntimeError, ValueError) as e:
         what = f"reach the Ray cluster at {address}" if address else "start a local Ray instance"
         raise RayRunError(f"cannot {what}: {_line(e, 0)}") from e
+
+
+@contextmanager
+def _worker_errors_logged() -> Iterator[None]:
+    """Ray's driver prints its workers' errors on stdout, tracebacks and all, even for a batch
+    it runs again (which would break ``--json``): during a run they go to this module's log,
+    one line each (the whole text at debug level)."""
+    from ray._private import worker
+    printed = worker.print_to_stdstream
+
+    def to_log(data: dict, ignore_prefix: bool) -> None:
+        if data.get("pid") != "raylet":
+            printed(data, ignore_prefix)
+            return
+        for text in data.get("lines", []):
+            log.info("on Ray: %s", text.split(" Error: ")[0].strip().splitlines()[0])
+            log.debug("on Ray: %s", text)
+    worker.print_to_stdstream = to_log
+    try:
+        yield
+    finally:
+        worker.print_to_stdstream = printed
 
 
 @contextmanager
@@ -337,9 +366,17 @@ def _stderr_to(path: str) -> Iterator[None]:
         os.close(saved)
 
 
-def _quiet(ray: Any) -> None:
-    """No progress bars and no per-dataset log lines from Ray Data: the CLI shows progress."""
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+@contextmanager
+def _quiet(ray: Any) -> Iterator[None]:
+    """No progress bars and no log lines from Ray during the run: the CLI shows progress, and
+    a failure reaches the caller as one error (:func:`_worker_error`)."""
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.data")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

@@ -112,6 +112,10 @@ def test_actor_pool_follows_the_cluster():
     assert Pool.for_cluster({"CPU": 2.0}, RayOptions()) == Pool(1, 0, 2, ENCODE_BATCH)
     assert Pool.for_cluster({"CPU": 16.0}, RayOptions()) == Pool(4, 0, 4, ENCODE_BATCH)
     assert Pool.for_cluster({"CPU": 2.0}, RayOptions(batch_size=8, actors=2)) == Pool(2, 0, 1, 8)
+    # more actors than GPUs or cores: they share them (else the pool would wait forever)
+    assert Pool.for_cluster({"CPU": 2.0, "GPU": 1.0}, RayOptions(actors=4)) == \
+        Pool(4, 0.25, 0.5, GPU_BATCH)
+    assert Pool.for_cluster({"CPU": 2.0}, RayOptions(actors=4)).threads == 1
 
 
 def test_a_file_changed_after_the_driver_hashed_it_is_not_embedded(tmp_path, tiny_encoder):
@@ -200,7 +204,7 @@ def test_ray_run_interrupted_after_some_batches_resumes_without_loss_or_duplicat
 @pytest.mark.usefixtures("no_ray_left")
 @pytest.mark.integration
 @pytest.mark.slow
-def test_ray_worker_that_dies_costs_only_its_batch(tmp_path, lib_factory, tiny_clip_dir):
+def test_ray_worker_that_dies_costs_only_its_batch(tmp_path, lib_factory, capsys):
     """The first actor dies in its first batch: Ray starts another, which runs that batch again;
     every file is embedded once and stored once."""
     pytest.importorskip("ray")
@@ -225,6 +229,7 @@ def test_ray_worker_that_dies_costs_only_its_batch(tmp_path, lib_factory, tiny_c
         [str(folder)])
     assert os.path.exists(marker)
     assert (r.added, r.encoded) == (12, 12)
+    assert "Traceback" not in capsys.readouterr().out  # Ray's notice of the retry is logged
     Indexer(local).run([str(folder)])
     assert_same_vectors(vectors(local), vectors(remote))
 
@@ -241,3 +246,26 @@ def test_local_ray_instance_stays_on_loopback_and_ends_with_the_run():
     assert not ray.is_initialized()
     assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ or \
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] != "0"  # put back as it was
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("no_ray_left")
+def test_ray_workers_with_another_model_end_the_run_with_one_line(tmp_path, lib_factory):
+    """An actor whose model is not the library's fails in its constructor, where Ray keeps only
+    the text of the error: the run ends with that one line, nothing stored from the workers."""
+    pytest.importorskip("ray")
+    from searchkit.indexer.ray_executor import RayExecutor, RayRunError
+    make_photos(tmp_path / "p", 3)
+
+    def other_weights(name, device=None):
+        enc = load_encoder(name, device=device)
+        enc.fingerprint = lambda: "f" * 64
+        return enc
+    remote = lib_factory("ray")
+    with pytest.raises(RayRunError) as e:
+        Indexer(remote, executor=RayExecutor(RayOptions(), other_weights)).run(
+            [str(tmp_path / "p")])
+    assert str(e.value).startswith("a Ray worker failed: model ")
+    assert "on a Ray worker is not the library's (weights fingerprint ffffffffffff" in str(e.value)
+    assert "\n" not in str(e.value)
+    assert vectors(remote) == {}
