@@ -20,15 +20,16 @@ embeddings of the align images: ``bench/realistic_vectors.py``; ``bench/bench_in
 
     rows n                        kind      index bytes/vector (d=512)
     n < FLAT_MAX_ROWS (50k)       flat      2,048 (+ id map)   exact
-    50k <= n < PQ_MIN_ROWS (4M)   ivf-sq8   512 + 8 id         re-rank of the best 50
+    50k <= n < PQ_MIN_ROWS (4M)   ivf-sq8   512 + 8 id         re-rank of the best 20
     n >= PQ_MIN_ROWS              ivf-pq    64 + 8 id (OPQ)    re-rank of the best 200
 
 * Below ``FLAT_MAX_ROWS`` exact search takes a few ms (50k x 512 floats, about 10 ms on one
   thread here) and needs no training: nothing approximate is worth its recall loss.
 * From ``FLAT_MAX_ROWS``: IVF with nlist = sqrt(n) (1,000 lists at 1M) and ``nprobe`` so that a
   search scans about ``SCAN_ROWS`` codes (:func:`nprobe_for`: 8 lists at 1M). At 1M that gave
-  recall@10 0.974 (0.986 after re-ranking 50) in 0.4-0.5 ms against 181 ms for exact search
-  (about 370x); 2 sqrt(n) lists search faster (0.99 in 0.3 ms) but k-means and list assignment
+  recall@10 0.971 (0.986 after re-ranking 20; re-ranking 50 or 100 found no more) against
+  164-181 ms for exact search; the re-rank's read of 20 rows from SQLite costs 0.2 ms, of 50
+  0.4 ms, as much as the IVF search itself (0.3 ms). 2 sqrt(n) lists search faster (0.99 in 0.3 ms) but k-means and list assignment
   then take twice as long, past the 2-minute build on two busy cores. SQ8 codes (one byte per
   dimension) rank almost like float32 (equal recall within 0.005 once the best ``SQ8_RERANK``
   are re-scored), take a quarter of the bytes and scan faster, so IVF-Flat (float32 stored
@@ -75,7 +76,7 @@ IVF_LISTS_PER_SQRT = 1         # nlist = sqrt(n): k-means and list assignment fi
 MIN_ROWS_PER_LIST = 39         # FAISS wants 39 training points per centroid
 SCAN_ROWS = 8_000              # codes an unfiltered search scans: nprobe = SCAN_ROWS / list size
 MIN_NPROBE = 8
-SQ8_RERANK = 50                # candidates re-scored exactly for an IVF-SQ8 search
+SQ8_RERANK = 20                # candidates re-scored exactly for an IVF-SQ8 search (scale.md)
 PQ_RERANK = 200                # ... for an IVF-PQ search
 PQ_DIMS_PER_BYTE = 8           # PQ sub-quantizers: dim / 8 of them, one byte each
 PQ_BITS = 8
@@ -232,7 +233,7 @@ def add(index: faiss.Index, ids: np.ndarray, vectors: np.ndarray) -> None:
 def remove(index: faiss.Index, ids: np.ndarray) -> int:
     """Remove rows by id from an index in memory; how many it held."""
     _require_writable(index)
-    ids = np.ascontiguousarray(np.unique(ids), dtype=np.int64)
+    ids = unique_ids(ids)
     if not len(ids):
         return 0
     return int(index.remove_ids(faiss.IDSelectorArray(ids)))  # the hash-table map's selector
@@ -269,6 +270,15 @@ def writable(index: faiss.Index) -> bool:
 def _require_writable(index: faiss.Index) -> None:
     if not writable(index):
         raise ValueError("a memory-mapped index is read-only: read it without mmap to change it")
+
+
+def unique_ids(ids: np.ndarray) -> np.ndarray:
+    """``ids`` sorted, each once, as int64. By sorting: ``np.unique`` (numpy 2.4, hashing)
+    took 0.9 s for the 500k ids of a 50 % filter at 1M rows, a sort 15 ms."""
+    ids = np.sort(np.asarray(ids, dtype=np.int64), kind="stable")
+    if len(ids) > 1:
+        ids = ids[np.concatenate(([True], ids[1:] != ids[:-1]))]
+    return ids
 
 
 def _floats(x: np.ndarray) -> np.ndarray:

@@ -63,7 +63,9 @@ CHECKSUM_CHUNK = 16 << 20    # bytes read at a time when checksumming a file
 FOLD_FRACTION = 0.05         # the delta is folded into the base past this share of its rows,
 FOLD_MIN_ROWS = 1_000        # but never below this many changed rows (a tiny exact search)
 FOLD_MAX_ROWS = 20_000       # nor above: a fresh search process reads the delta from SQLite
-EXACT_FILTER_LIMIT = 20_000  # a filter leaving fewer rows than this is searched exactly
+EXACT_FILTER_LIMIT = 256     # a filter leaving at most this many rows is searched exactly: reading
+                             # them from SQLite costs what an IVF search of every list does at 1M
+                             # (1 % of 1M: 62 ms exact, 5 ms through the IVF at recall 1.000)
 PROBE_TOLERANCE = 1e-4       # a compressed code decoded vs the stored vector re-encoded
 GPU_MARGIN_MAX = 1_024       # excluded ids the GPU search makes room for (larger: on the CPU)
 
@@ -772,7 +774,7 @@ class SearchIndex:
         if k <= 0 or (allowed is not None and len(allowed) == 0):
             return _EMPTY
         if allowed is not None:
-            allowed = np.unique(np.asarray(allowed, dtype=np.int64))
+            allowed = ann.unique_ids(allowed)
         return _merge(k, self._search_base(q, k, allowed), self._search_delta(q, k, allowed))
 
     def _search_base(self, q: np.ndarray, k: int, allowed: np.ndarray | None):

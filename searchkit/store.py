@@ -717,7 +717,7 @@ class Store:
         """:meth:`vectors_of` for the query path (a re-rank reads 50-200 rows a query): plain
         SQL on a pooled connection, ``VECTOR_READ_CHUNK`` ids a statement. The ORM session
         cost about 2 ms a call at 1M rows, more than the approximate search itself."""
-        ids = np.unique(np.asarray(ids, dtype=np.int64)).tolist()
+        ids = sorted({int(i) for i in np.asarray(ids).reshape(-1)})  # (np.unique hashes: slow)
         found, blobs = [], []
         with self.errors():
             conn = self.engine.raw_connection()

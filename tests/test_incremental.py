@@ -371,3 +371,21 @@ def test_a_mapped_index_searches_its_lists_without_prefetch_threads(lib, compres
     assert lists.prefetch_nthread == 0   # FAISS's 32 threads a search cost twice the search
     q = clustered(1, lib.info.dim, 11)[0]
     assert recall(top(index, q, 10), exact(lib, q, 10)) >= RECALL_BOUND
+
+
+def test_a_filter_of_hundreds_of_rows_reads_only_the_reranked_candidates(lib, compressed,
+                                                                         monkeypatch):
+    ids, _ = stored(lib)
+    allowed = np.sort(np.random.default_rng(4).choice(ids, 400, replace=False))
+    index = reopen(lib).search_index()
+    reads = []
+    fetch = index.fetch
+    index.fetch = lambda wanted: reads.append(len(wanted)) or fetch(wanted)
+    for q in clustered(5, lib.info.dim, 12):
+        assert top(index, q, 10, allowed) == exact(lib, q, 10, allowed)
+    assert reads and max(reads) <= index.rerank   # not the 400 allowed rows from SQLite
+
+
+def test_unique_ids_sorts_and_drops_repeats():
+    got = ann.unique_ids(np.array([5, 3, 5, 9, 3, 1]))
+    assert got.tolist() == [1, 3, 5, 9] and got.dtype == np.int64
