@@ -382,6 +382,13 @@ def _text_condition(needle: str):
     return File.content_hash.in_(texts)
 
 
+def _id_span(s: Session) -> tuple[int | None, int | None]:
+    """The smallest and largest row id, each from the primary key (O(log n)): SQLite answers
+    ``SELECT min(id), max(id)`` by scanning an index, 0.09 s at 1M rows (issue 12)."""
+    return s.execute(select(select(func.min(File.id)).scalar_subquery(),
+                            select(func.max(File.id)).scalar_subquery())).one()
+
+
 class Store:
     """Typed access to one library's database."""
 
@@ -672,7 +679,7 @@ class Store:
     def spread_ids(self, n: int) -> np.ndarray:
         """Up to ``n`` ok row ids spread over the id range (a probe; O(n log rows))."""
         with self.session() as s:
-            lo, hi = s.execute(select(func.min(File.id), func.max(File.id))).one()
+            lo, hi = _id_span(s)
             if lo is None:
                 return np.zeros(0, np.int64)
             found = {s.scalar(select(File.id).where(File.id >= int(start),
@@ -905,7 +912,7 @@ class Store:
         """The paths of up to ``n`` ok rows drawn at random (every one when the ids span at
         most ``n``): row ids are drawn from the id range, so it costs ``n`` lookups."""
         with self.session() as s:
-            lo, hi = s.execute(select(func.min(File.id), func.max(File.id))).one()
+            lo, hi = _id_span(s)
             if lo is None:
                 return []
             ids = range(lo, hi + 1)
