@@ -70,6 +70,7 @@ KEY_SPACE = 2 ** 63            # keys are in [0, 2**63)
 META_INTS = ("schema_version", "dim", "vectors_version")
 META_KEYS = ("model_name", "model_fingerprint") + META_INTS
 INDEX_META = "index"
+INDEX_CHOICE_TTL_S = 30.0      # how long a search trusts the index choice it read
 LOCK_FILE = "write.lock"
 KIND_NAMES = {schema.FLAT: "flat", schema.HNSW: "hnsw", schema.IVF_SQ8: "ivf-sq8"}
 
@@ -94,6 +95,7 @@ class MilvusEngine:
         self.lock_path = self.state_dir / LOCK_FILE
         self._loaded: set[str] = set()
         self._caught_up: set[str] = set()    # collections read with Strong consistency once
+        self._choice: tuple[float, IndexChoice] | None = None
         self._dim: int | None = None
 
     # ---- calls ---------------------------------------------------------------------------
@@ -278,6 +280,8 @@ class MilvusEngine:
                                      limit=len(keys))}
 
     def _set_meta(self, values: dict[str, object]) -> None:
+        if INDEX_META in values:
+            self._choice = None
         zero = [0.0] * schema.META_DIM
         self._upsert(self.meta_collection, [{"key": k, "value": str(v), VECTOR: zero}
                                             for k, v in values.items()])
@@ -520,8 +524,13 @@ class MilvusEngine:
         self._ready(self.files)
         self._ready(self.meta_collection)
 
-    def _index_choice(self) -> IndexChoice:
-        return IndexChoice.of(self._meta([INDEX_META]).get(INDEX_META))
+    def _index_choice(self, fresh: bool = False) -> IndexChoice:
+        """The index the library has (how to search it), read again after
+        ``INDEX_CHOICE_TTL_S`` (an index run elsewhere may rebuild it) or when ``fresh``."""
+        now = time.monotonic()
+        if fresh or self._choice is None or now - self._choice[0] > INDEX_CHOICE_TTL_S:
+            self._choice = (now, IndexChoice.of(self._meta([INDEX_META]).get(INDEX_META)))
+        return self._choice[1]
 
     def _wanted_index(self) -> tuple[int, IndexChoice]:
         """The index for the library's size; Milvus Lite stays exact (FLAT), since it filters
@@ -535,7 +544,7 @@ class MilvusEngine:
         """Rebuild the index when the library's size calls for another kind (or when asked);
         else, on a server, flush (seal the new rows, which then get indexed)."""
         t0 = time.perf_counter()
-        current = self._index_choice()
+        current = self._index_choice(fresh=True)
         n, wanted = self._wanted_index()
         if rebuild or wanted.kind != current.kind:
             self._rebuild_index(wanted)
@@ -557,7 +566,7 @@ class MilvusEngine:
         self._ready(self.files)
 
     def index(self) -> EngineIndex:
-        current = self._index_choice()
+        current = self._index_choice(fresh=True)
         n, wanted = self._wanted_index()
         pending = 0
         if not self.where.is_lite:
@@ -571,7 +580,7 @@ class MilvusEngine:
         """What is wrong, cheaply (``searchkit status``)."""
         if not self._call(self.client.has_collection, self.files):
             return [f"the collection {self.files} is missing: index again to fill it"]
-        current = self._index_choice()
+        current = self._index_choice(fresh=True)
         n, wanted = self._wanted_index()
         if wanted.kind != current.kind:
             return [f"the vector index is {current.kind} but {n} indexed images call for "
