@@ -71,6 +71,8 @@ class Measured:
     search_s: float = 0.0
     search_rss: int = 0
     status_s: float = 0.0
+    small_search_s: float = 0.0   # the smallest library's, timed alternately with this one's
+    small_status_s: float = 0.0
     status_rss: int = 0
     recall: float = 0.0
     ann_ms: float = 0.0
@@ -224,10 +226,22 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "searchkit.cli.main", *args]
 
 
-def median_run(cmd: list[str]) -> tuple[float, int]:
-    child_rss(cmd)  # warm-up: page cache, the model's exported query side
-    runs = [child_rss(cmd) for _ in range(CLI_RUNS)]
-    return statistics.median(r[0] for r in runs), max(r[1] for r in runs)
+def median_runs(*cmds: list[str]) -> list[tuple[float, int]]:
+    """(median seconds, peak RSS) of each command, run in turn ``CLI_RUNS`` times after one
+    warm-up each: commands compared by ratio share the machine's load of the moment."""
+    for cmd in cmds:
+        child_rss(cmd)  # warm-up: page cache, the model's exported query side
+    runs = [[child_rss(cmd) for cmd in cmds] for _ in range(CLI_RUNS)]
+    return [(statistics.median(r[i][0] for r in runs), max(r[i][1] for r in runs))
+            for i in range(len(cmds))]
+
+
+def cli_search(directory: Path) -> list[str]:
+    return cli("search", "a red bicycle leaning on a wall", "--library", str(directory))
+
+
+def cli_status(directory: Path) -> list[str]:
+    return cli("status", "--library", str(directory))
 
 
 def step(name: str, directory: Path) -> dict:
@@ -285,7 +299,10 @@ def _measure(index, queries: np.ndarray, truth: list[np.ndarray], allowed
 
 
 # ---- one size ---------------------------------------------------------------------------------
-def measure(n: int, work: Path, mix, encoder, queries: np.ndarray, largest: bool) -> Measured:
+def measure(n: int, work: Path, mix, encoder, queries: np.ndarray, largest: bool,
+            smallest: Path | None) -> Measured:
+    """One size; ``smallest``: the smallest size's library, whose fresh processes are timed
+    again in turn with this one's (the ratios of the issue)."""
     m = Measured(n)
     directory = work / f"lib_{n}"
     shutil.rmtree(directory, ignore_errors=True)
@@ -300,9 +317,11 @@ def measure(n: int, work: Path, mix, encoder, queries: np.ndarray, largest: bool
     m.index_bytes = sum(p.stat().st_size for p in directory.glob("index.faiss"))
     say(f"n={n}: build {m.index_kind} {m.build_s:.1f} s ({built['wall']:.1f} s process), "
         f"peak RSS {m.build_rss / 1e9:.2f} GB; fresh searches")
-    m.search_s, m.search_rss = median_run(cli("search", "a red bicycle leaning on a wall",
-                                              "--library", str(directory)))
-    m.status_s, m.status_rss = median_run(cli("status", "--library", str(directory)))
+    other = smallest or directory
+    (m.search_s, m.search_rss), (m.small_search_s, _) = median_runs(cli_search(directory),
+                                                                    cli_search(other))
+    (m.status_s, m.status_rss), (m.small_status_s, _) = median_runs(cli_status(directory),
+                                                                    cli_status(other))
     say(f"n={n}: search {m.search_s:.2f} s {m.search_rss / 1e9:.2f} GB, status "
         f"{m.status_s:.2f} s {m.status_rss / 1e9:.2f} GB; recall")
     recall_and_speed(directory, queries, tops, m)
@@ -349,8 +368,9 @@ def report(results: list[Measured]) -> None:
               f"{(m.sqlite_bytes + m.index_bytes) / m.n:,.0f} "
               f"({m.sqlite_bytes / m.n:,.0f} + {m.index_bytes / m.n:,.0f}) | {m.page_size} |")
     small, big = results[0], results[-1]
-    print(f"\nTargets at {big.n:,} rows (ratios against {small.n:,}); +{ADDED} rows: "
-          f"{big.add_action}")
+    print(f"\nTargets at {big.n:,} rows (ratios against {small.n:,}, whose fresh search and "
+          f"status were timed in turn with these: {big.small_search_s:.2f} s, "
+          f"{big.small_status_s:.2f} s); +{ADDED} rows: {big.add_action}")
     print("| what | measured | target |\n|---|---|---|")
     got = targets(small, big)
     for key, target in TARGETS.items():
@@ -361,9 +381,9 @@ def report(results: list[Measured]) -> None:
 
 
 def targets(small: Measured, big: Measured) -> dict[str, float]:
-    return {"search time x1k": big.search_s / small.search_s,
+    return {"search time x1k": big.search_s / big.small_search_s,
             "search RSS GB": big.search_rss / 1e9,
-            "status time x1k": big.status_s / small.status_s,
+            "status time x1k": big.status_s / big.small_status_s,
             "+1000 rows s": big.add_s,
             "build s": big.build_s,
             "build RSS / f32": big.build_rss / (big.n * DIM * 4),
@@ -393,10 +413,12 @@ def main() -> None:
     results = []
     try:
         for n in sizes:
-            results.append(measure(n, args.work, mix, encoder, queries, n == sizes[-1]))
+            smallest = args.work / f"lib_{sizes[0]}" if n != sizes[0] else None
+            results.append(measure(n, args.work, mix, encoder, queries, n == sizes[-1],
+                                   smallest))
             if args.json:
                 args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
-            if not args.keep:
+            if not args.keep and n != sizes[0]:
                 shutil.rmtree(args.work / f"lib_{n}", ignore_errors=True)
     finally:
         if not args.keep:
