@@ -57,7 +57,7 @@ def hits(*args) -> list[tuple[float, str]]:
 def test_search_answers_the_same_on_both_engines(two, filters):
     photos, local, milvus = two
     filters = [str(photos / f) if f.startswith("sub") else f for f in filters]
-    query = ["search", "a blue square", "-k", "5", *filters]
+    query = ["search", "a blue square", "-k", "20", *filters]  # all: copies tie at any cutoff
     expected = hits(*query, "--library", local)
     assert expected  # the filter keeps something
     assert hits(*query, "--library", milvus) == expected
