@@ -29,6 +29,7 @@ import os
 import pickle
 import re
 import shutil
+import socket
 import sys
 import tempfile
 import warnings
@@ -60,11 +61,11 @@ LOCAL_OBJECT_STORE_BYTES = 512 * 2**20   # paths in, vectors out: little goes th
 OUR_ERROR = re.compile(r"^searchkit\.[\w.]*Error: (.+)$", re.MULTILINE)
 CHANGED = "changed while it was being indexed (the next run reads it again)"
 # a local Ray instance stays on this machine: loopback addresses, no usage report, no dashboard
-LOCAL_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-             "RAY_BACKEND_LOG_LEVEL": "fatal"}
+LOCAL_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 # ^ RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 is Ray's switch that keeps a node on 127.0.0.1
-# (ray._private.services.get_node_ip_address); else it binds the machine's address. The backend
-# log level keeps Ray's C++ notices (an actor's restart policy, ...) off the user's terminal.
+# (ray._private.services.get_node_ip_address); else it binds the machine's address.
+QUIET_ENV = {"RAY_BACKEND_LOG_LEVEL": "fatal"}  # Ray's C++ notices off the user's terminal
+CONNECT_TIMEOUT_S = 10     # an unreachable --ray-address fails after this (Ray waits minutes)
 TASK_RETRIES = 3           # a batch whose actor died is run again, at most this many times
 
 EncoderFactory = Callable[..., "Encoder"]   # (model name, device=...) -> Encoder
@@ -199,6 +200,8 @@ class RayExecutor:
             raise SearchkitError("--ray-batch-size must be at least 1")
         if options.actors is not None and options.actors < 1:
             raise SearchkitError("--ray-actors must be at least 1")
+        if options.address:
+            check_reachable(options.address)  # before anything is read or written
         self.ray = import_ray()
         self.options = options
         self.factory = factory
@@ -284,7 +287,8 @@ def ray_session(ray: Any, address: str | None) -> Iterator[None]:
         return
     temp = tempfile.mkdtemp(prefix="searchkit-ray-")
     try:
-        with _local_only() if not address else nullcontext(), _worker_errors_logged():
+        with _environ(QUIET_ENV if address else {**QUIET_ENV, **LOCAL_ENV}), \
+                _local_only() if not address else nullcontext(), _worker_errors_logged():
             try:
                 _connect(ray, address, temp)
                 with _quiet(ray):
@@ -299,6 +303,7 @@ def _connect(ray: Any, address: str | None, temp: str) -> None:
     quiet = {"logging_level": logging.CRITICAL, "log_to_driver": False}
     try:
         if address:
+            check_reachable(address)
             ray.init(address=address, **quiet)
             return
         with _stderr_to(os.path.join(temp, "init.log")):  # Ray's C++ notice of its log level
@@ -331,24 +336,45 @@ def _worker_errors_logged() -> Iterator[None]:
         worker.print_to_stdstream = printed
 
 
+def check_reachable(address: str) -> None:
+    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) address must take a connection within
+    ``CONNECT_TIMEOUT_S``; other forms (``auto``) are left to Ray."""
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        raise RayRunError(f"cannot reach the Ray cluster at {address}: "
+                          f"{e.strerror or type(e).__name__}") from e
+
+
 @contextmanager
-def _local_only() -> Iterator[None]:
-    """:data:`LOCAL_ENV` for the processes Ray starts, and the driver's own copy of the
-    loopback switch (Ray reads it at import), put back as they were afterwards."""
-    from ray._private import ray_constants
-    saved_env = {name: os.environ.get(name) for name in LOCAL_ENV}
-    saved_switch = ray_constants.ENABLE_RAY_CLUSTER
-    os.environ.update(LOCAL_ENV)
-    ray_constants.ENABLE_RAY_CLUSTER = False
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in the environment (for the processes Ray starts), put back afterwards."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved_switch
-        for name, value in saved_env.items():
+        for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextmanager
+def _local_only() -> Iterator[None]:
+    """The driver's own copy of Ray's loopback switch (read at import; :data:`LOCAL_ENV` sets
+    it for the processes Ray starts), put back afterwards."""
+    from ray._private import ray_constants
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 @contextmanager

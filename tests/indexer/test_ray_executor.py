@@ -106,6 +106,21 @@ def test_a_ray_worker_refuses_a_model_that_is_not_the_librarys(tiny_clip_dir, ti
         dataclasses.replace(job, fingerprint="0" * 64).load()
 
 
+def test_unreachable_ray_address_is_one_line_before_anything_is_written(tmp_path):
+    """Ray itself waits minutes for a cluster that is not there."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    make_photos(tmp_path / "p", 2)
+    r = CliRunner().invoke(app, ["index", str(tmp_path / "p"), "--library", str(tmp_path / "lib"),
+                                 "--executor", "ray", "--ray-address", f"127.0.0.1:{port}"])
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines() == [
+        f"error: cannot reach the Ray cluster at 127.0.0.1:{port}: Connection refused"]
+    assert not (tmp_path / "lib").exists()
+
+
 def test_actor_pool_follows_the_cluster():
     from searchkit.indexer.ray_executor import ENCODE_BATCH, GPU_BATCH, Pool
     assert Pool.for_cluster({"CPU": 16.0, "GPU": 4.0}, RayOptions()) == Pool(4, 1, 4, GPU_BATCH)
