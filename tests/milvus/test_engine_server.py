@@ -71,6 +71,7 @@ def test_writes_are_read_back_at_once_and_never_duplicated_on_a_server(milvus_se
         assert "/moved.jpg" in after and rows[0].path not in after
         assert len(after) == len(rows)
         assert engine.update_index().action == "flushed"
+        assert engine.update_index().action == "none"   # nothing written since
         assert engine.forget("/photos") == sum(is_under(p, "/photos") for p in after)
         engine.close()
 
