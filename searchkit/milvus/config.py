@@ -170,8 +170,12 @@ def load_settings(where: MilvusLocation) -> MilvusSettings:
 def _read_toml(path: Path) -> dict:
     try:
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
+    except ModuleNotFoundError:  # Python 3.10: the milvus extra brings tomli
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise SearchkitError(f"reading {path} needs tomli on Python 3.10: "
+                                 "pip install 'searchkit[milvus]'") from None
     try:
         with path.open("rb") as f:
             return tomllib.load(f)
