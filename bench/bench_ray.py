@@ -10,7 +10,9 @@ temporary folder. Each executor indexes that folder into a fresh library with th
 - ``local``: the default executor (decoding threads + batched encoding in this process);
 - ``ray``: a local Ray instance on this machine's cores (what ``searchkit index --executor ray``
   starts without ``--ray-address``), one actor with every core; ``ray, N actors``: the cores
-  split between N actors.
+  split between N actors;
+- ``local, 1 torch thread``: the default executor with torch on one thread, as a 1-core actor
+  runs it (to tell the executor from torch's threading on a busy machine).
 
 The Ray times include starting Ray and its actors (a cluster is slower than a loop on one
 machine; it is for many GPU workers). Max |diff| is over every coordinate of every file's
@@ -43,6 +45,7 @@ from searchkit.store import STATUS_OK  # noqa: E402
 @dataclass
 class Result:
     label: str
+    load: float          # the machine's 1-minute load average at the end of the run
     seconds: float
     encoded: int
     added: int
@@ -70,7 +73,20 @@ def index(label: str, executor, folder: Path, work: Path, model: str) -> Result:
     t0 = time.perf_counter()
     report = Indexer(lib, executor=executor).run([str(folder)])
     seconds = time.perf_counter() - t0
-    return Result(label, seconds, report.encoded, report.added, stored_vectors(lib, folder))
+    return Result(label, os.getloadavg()[0], seconds, report.encoded, report.added,
+                  stored_vectors(lib, folder))
+
+
+def one_thread(fn):
+    """``fn()`` with torch on one thread (as each 1-core Ray actor runs: Ray sets
+    OMP_NUM_THREADS to an actor's cores), the thread count put back after."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def max_abs_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
@@ -85,15 +101,16 @@ def report(results: list[Result], n: int, model: str, command: str) -> str:
         f"Command: `{command}`", "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; model `{model}`; {n} shared `align` images "
-        "(openclipart / noto / fluent3d PNGs), one run each, fresh library each; load average "
-        f"at the end {os.getloadavg()[0]:.1f} (the machine is shared).", "",
-        "| executor | wall s | images/s | encoded | added | time vs local | max abs diff vs local |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "(openclipart / noto / fluent3d PNGs), one run each, fresh library each, in the order "
+        "shown; the machine is shared with other jobs (its load average is in the table).", "",
+        "| executor | wall s | images/s | encoded | added | time vs local | max abs diff vs local "
+        "| load avg after |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         lines.append(f"| {r.label} | {r.seconds:.1f} | {r.encoded / r.seconds:.0f} | {r.encoded} "
                      f"| {r.added} | {r.seconds / local.seconds:.2f}x | "
-                     f"{max_abs_diff(local.vectors, r.vectors):.1e} |")
+                     f"{max_abs_diff(local.vectors, r.vectors):.1e} | {r.load:.1f} |")
     lines += ["", "The Ray times include starting a local Ray instance and its actors (each "
               "actor loads the model); vectors are compared file by file."]
     return "\n".join(lines) + "\n"
@@ -117,6 +134,8 @@ def main() -> None:
         for label, executor in runs:
             results.append(index(label, executor, folder, work, args.model))
             print(f"{label}: {results[-1].seconds:.1f} s", flush=True)
+        results.append(one_thread(lambda: index("local, 1 torch thread", make_executor("local"),
+                                                folder, work, args.model)))
         command = "nice -n 10 python bench/bench_ray.py " + " ".join(sys.argv[1:])
         text = report(results, n, args.model, command.strip())
         print(text)
