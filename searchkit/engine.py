@@ -156,6 +156,5 @@ def open_engine(location: str | os.PathLike, create: bool = False) -> Engine:
     if is_milvus(location):
         from .milvus import open_milvus_engine
         return open_milvus_engine(str(location), create=create)
-    from .errors import LibraryDamagedError
     from .local_engine import LocalEngine
     return LocalEngine.at(Path(location).expanduser(), create=create)

@@ -14,18 +14,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-from filelock import FileLock, Timeout
 
 from . import index as faiss_index
 from .engine import EngineIndex, IndexMaintenance
-from .errors import LibraryBusyError, SearchkitError
+from .errors import SearchkitError
 from .index_cache import IndexCache, IndexState
+from .locks import LOCK_FILE, is_locked, write_lock  # noqa: F401  (LOCK_FILE: tests read it)
 from .store import Store
 
 if TYPE_CHECKING:
     from .query import Filters
-
-LOCK_FILE = "write.lock"
 
 
 class LocalEngine(Store):
@@ -80,13 +78,7 @@ class LocalEngine(Store):
             yield
 
     def is_busy(self) -> bool:
-        lock = FileLock(str(self.directory / LOCK_FILE), timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            return True
-        lock.release()
-        return False
+        return is_locked(self.directory)
 
     # ---- search ----------------------------------------------------------------------------
     def search(self, vector: np.ndarray, k: int, filters: "Filters | None" = None
@@ -140,17 +132,3 @@ class LocalEngine(Store):
 def _kind(stamp: faiss_index.Stamp) -> str:
     """The index kind a stamp records, as specific as it says (e.g. "ivf-sq8")."""
     return faiss_index.kind_name(stamp)
-
-
-@contextmanager
-def write_lock(directory: Path) -> Iterator[None]:
-    lock = FileLock(str(Path(directory) / LOCK_FILE), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise LibraryBusyError(f"library is busy: another `searchkit index` is writing to "
-                               f"{directory}; wait for it to finish") from None
-    try:
-        yield
-    finally:
-        lock.release()

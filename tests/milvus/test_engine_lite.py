@@ -205,7 +205,7 @@ def test_a_second_writer_on_this_machine_fails_at_once(engine, tmp_path):
     assert not engine.is_busy()
     with engine.writer():
         assert engine.is_busy()
-        assert str(engine.lock_path).startswith(str(tmp_path / "state"))
+        assert str(engine.state_dir).startswith(str(tmp_path / "state"))
         with pytest.raises(LibraryBusyError, match="is busy"):
             with engine.writer():
                 pass
@@ -320,3 +320,21 @@ def test_searchkit_imports_pymilvus_only_for_a_milvus_location():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "False"
+
+
+@lite
+def test_a_lite_folder_another_process_holds_is_one_clear_error(tmp_path):
+    from searchkit.milvus import open_milvus_engine
+    with state_dir(tmp_path):
+        new_engine("milvus", tmp_path).close()
+        holder = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from searchkit.milvus import open_milvus_engine;"
+             f" e = open_milvus_engine({location(tmp_path)!r}); print('open', flush=True);"
+             " sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "open"
+            with pytest.raises(SearchkitError, match="one process at a time"):
+                open_milvus_engine(location(tmp_path))
+        finally:
+            holder.kill()
+            holder.wait()
