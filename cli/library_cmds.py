@@ -62,7 +62,7 @@ def index_cmd(
     if ocr:
         from searchkit.ocr import default_engine
         default_engine()  # the extra is installed, before anything is written
-    plan = Library.open_for_indexing(library_dir(library), model=model, paths=paths or [],
+    plan = Library.open_for_indexing(library_location(library), model=model, paths=paths or [],
                                      reindex=reindex)
     if ocr is not None:
         plan.library.set_ocr(ocr)
