@@ -55,4 +55,8 @@ def connect(where: MilvusLocation, settings: MilvusSettings):
         return MilvusClient(**kwargs)
     except MilvusException as e:
         message = " ".join(str(getattr(e, "message", None) or e).split())
+        if where.is_lite:
+            raise SearchkitError(f"cannot open the Milvus Lite library {where.lite_file}: "
+                                 f"{message} (one process at a time can use a Milvus Lite "
+                                 "folder: is another searchkit command using it?)") from None
         raise SearchkitError(f"cannot connect to Milvus at {where.server}: {message}") from None

@@ -326,11 +326,11 @@ def test_searchkit_imports_pymilvus_only_for_a_milvus_location():
 def test_a_lite_folder_another_process_holds_is_one_clear_error(tmp_path):
     from searchkit.milvus import open_milvus_engine
     with state_dir(tmp_path):
-        new_engine("milvus", tmp_path).close()
         holder = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from searchkit.milvus import open_milvus_engine;"
-             f" e = open_milvus_engine({location(tmp_path)!r}); print('open', flush=True);"
-             " sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            [sys.executable, "-c", "import sys; from tests.engine_rows import new_engine;"
+             f" e = new_engine('milvus', __import__('pathlib').Path({str(tmp_path)!r}));"
+             " print('open', flush=True); sys.stdin.read()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
             assert holder.stdout.readline().strip() == "open"
             with pytest.raises(SearchkitError, match="one process at a time"):
