@@ -167,3 +167,15 @@ def test_rebind_drops_every_vector_and_keeps_the_folders(fresh):
     assert (info.model_name, info.model_fingerprint, info.dim) == ("another-model",
                                                                    "fingerprint-2", 4)
     assert fresh.counts() == {} and fresh.roots() == ["/photos"]
+
+
+@pytest.mark.parametrize("fresh", ENGINE_PARAMS, indirect=True)
+def test_a_row_moved_and_touched_in_one_batch_is_one_row(fresh):
+    rows = catalog_rows()
+    fresh.apply(Changes(upserts=rows))
+    row_id = fresh.rows_under([rows[0].path])[rows[0].path].id
+    fresh.apply(Changes(moves=[Move(row_id, "/elsewhere/x.jpg", 5, 6)],
+                        touches=[Touch(row_id, 7, 8)]))
+    after = stored(fresh)
+    assert after["/elsewhere/x.jpg"][:2] == (7, 8) and rows[0].path not in after
+    assert len(after) == len(rows)

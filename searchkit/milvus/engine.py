@@ -362,20 +362,22 @@ class MilvusEngine:
         deleted = {int(i) for i in changes.deletes}
         gone = set(deleted)
         writes: dict[int, dict] = {}
+        key_of: dict[int, int] = {}   # a row's key after this batch's moves
         stored = {r["id"]: r for r in self._by_keys(
             [m.id for m in changes.moves] + [t.id for t in changes.touches],
             ROW_FIELDS + [VECTOR])}
         for m in changes.moves:
             old = stored.get(m.id)
             if old is not None and m.id not in deleted:
-                moved = dict(old, id=schema.path_key(m.path), path=m.path, size=m.size,
-                             mtime_ns=m.mtime_ns)
-                writes[moved["id"]] = moved
+                key_of[m.id] = schema.path_key(m.path)
+                writes[key_of[m.id]] = dict(old, id=key_of[m.id], path=m.path, size=m.size,
+                                            mtime_ns=m.mtime_ns)
                 gone.add(m.id)
         for t in changes.touches:
-            old = writes.get(t.id) or stored.get(t.id)
+            key = key_of.get(t.id, t.id)
+            old = writes.get(key) or stored.get(t.id)
             if old is not None and t.id not in deleted:
-                writes[t.id] = dict(old, size=t.size, mtime_ns=t.mtime_ns)
+                writes[key] = dict(old, size=t.size, mtime_ns=t.mtime_ns)
         for row in changes.upserts:
             e = schema.entity(row, dim)   # ValueError: this row's values (the writer's case)
             writes[e["id"]] = e
