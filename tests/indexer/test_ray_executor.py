@@ -28,7 +28,6 @@ from searchkit.store import STATUS_OK, File
 from tests.helpers import make_photos, solid
 
 
-
 @pytest.fixture
 def lib_factory(tmp_path, tiny_encoder):
     def make(name: str) -> Library:
@@ -41,14 +40,30 @@ def ray_executor(**options):
     return make_executor("ray", RayOptions(**options))
 
 
+def children() -> set[tuple[int, str]]:
+    """This process's child processes (pid, name), from /proc (Linux)."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text() if entry.isdigit() else ""
+        except OSError:  # gone meanwhile
+            continue
+        if stat and int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
+            out.add((int(entry), stat.split("(", 1)[1].rsplit(")", 1)[0]))
+    return out
+
+
 @pytest.fixture
 def no_ray_left():
-    """The test's runs must shut their Ray instance down (nothing keeps running after)."""
+    """The test's runs must shut their Ray instance down: no Ray session, and none of the
+    processes it started (gcs_server, raylet, ...) still running."""
+    before = children()
     yield
-    import ray
-    if ray.is_initialized():  # stop it all the same, then fail
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():  # stop it all the same, then fail
         ray.shutdown()
         pytest.fail("the Ray executor left Ray running")
+    assert children() <= before
 
 
 def vectors(lib: Library) -> dict[str, np.ndarray]:
