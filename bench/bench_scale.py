@@ -16,8 +16,8 @@ each chunk as it is written, so no size needs its vectors in memory or on disk t
 * fresh ``searchkit search`` and ``searchkit status`` processes: median seconds, peak RSS;
 * recall@10 of the library's index (``SearchIndex.search``, re-ranking from SQLite included)
   against exact search, and its p50 single-query time against exact search over the float32
-  vectors in memory (one thread each; above ``EXACT_BLOCK`` rows exact search is timed a block
-  at a time and summed), unfiltered and with the filters;
+  vectors in memory (one thread each, searched in turn; above ``EXACT_BLOCK`` rows over a block
+  of that many, times n / block), unfiltered and with the filters;
 * disk bytes per image (SQLite + index);
 * on the largest library: index maintenance after adding 1,000 rows
   (``Library.update_index()`` in a fresh process) and which action it took.
@@ -51,11 +51,10 @@ MODEL = "searchkit-lite"
 DIM = 512
 K = 10
 CHUNK = 50_000                 # rows sampled and written at a time
-EXACT_BLOCK = 1_000_000        # rows exact search is timed over at a time (2 GB of float32)
+EXACT_BLOCK = 1_000_000        # rows exact search is timed over (2 GB of float32); x n / block
 FILTERS = (0.01, 0.10, 0.50)
 ADDED = 1_000
 CLI_RUNS = 3                   # timed fresh processes per command (after one warm-up)
-EXACT_QUERIES = 50             # exact single-query timings per block
 TARGETS = {"search time x1k": 1.5, "search RSS GB": 1.5, "status time x1k": 1.5,
            "+1000 rows s": 10.0, "build s": 120.0, "build RSS / f32": 2.0,
            "recall@10": 0.95, "speed x exact": 200.0, "filtered recall": 0.95}
@@ -126,37 +125,6 @@ class ExactTop:
         return [ids[r[np.isfinite(s)]] for s, r in zip(self.scores, self.rows)]
 
 
-class ExactTimer:
-    """p50 ms of one exact single-query search (FAISS flat, one thread), over blocks of
-    ``EXACT_BLOCK`` rows held in memory one at a time, summed over the blocks."""
-
-    def __init__(self, queries: np.ndarray):
-        self.queries = queries[:EXACT_QUERIES]
-        self.block = None
-        self.ms = 0.0
-
-    def add(self, vectors: np.ndarray) -> None:
-        import faiss
-        if self.block is None:
-            self.block = faiss.IndexFlatIP(DIM)
-        self.block.add(vectors)
-        if self.block.ntotal >= EXACT_BLOCK:
-            self.flush()
-
-    def flush(self) -> None:
-        import faiss
-        if self.block is None:
-            return
-        faiss.omp_set_num_threads(1)
-        lat = []
-        for q in self.queries:
-            t = time.perf_counter()
-            self.block.search(q.reshape(1, -1), K)
-            lat.append(time.perf_counter() - t)
-        self.block = None
-        self.ms += float(np.median(lat) * 1e3)
-
-
 # ---- the library ------------------------------------------------------------------------------
 def rows(start: int, vectors: np.ndarray, now: float) -> list:
     from searchkit.store import STATUS_OK, FileRow
@@ -166,15 +134,14 @@ def rows(start: int, vectors: np.ndarray, now: float) -> list:
 
 
 def write_library(directory: Path, n: int, mix, encoder, queries: np.ndarray
-                  ) -> tuple[float, dict[str | None, ExactTop], float]:
-    """A library of ``n`` rows bound to the model: seconds spent writing the rows, the exact
-    answers (key None: unfiltered) by row number, and the exact single-query ms."""
+                  ) -> tuple[float, dict[str | None, ExactTop]]:
+    """A library of ``n`` rows bound to the model: seconds spent writing the rows and the
+    exact answers (key None: unfiltered) by row number."""
     from searchkit.library import Library
     lib = Library.open(directory, model=MODEL, create=True, encoder=encoder)
     lib.prepare_fast_queries()  # what an index run does: queries skip torch
     masks = filter_masks(n)
     tops = {key: ExactTop(len(queries)) for key in [None, *masks]}
-    timer = ExactTimer(queries)
     writing, now = 0.0, time.time()
     for start, vectors in chunks(n, mix):
         t = time.perf_counter()
@@ -183,11 +150,34 @@ def write_library(directory: Path, n: int, mix, encoder, queries: np.ndarray
         s = queries @ vectors.T
         for key, top in tops.items():
             top.add(s, start, masks.get(key))
-        timer.add(vectors)
         if start % (20 * CHUNK) == 0:
             say(f"  {start + len(vectors):,} rows written ({writing:.0f} s)")
-    timer.flush()
-    return writing, tops, timer.ms
+    return writing, tops
+
+
+def save_written(path: Path, write_s: float, tops: dict) -> None:
+    """What writing a library measured, for ``--reuse``."""
+    arrays = {f"rows {key}": top.rows for key, top in tops.items()}
+    arrays.update({f"scores {key}": top.scores for key, top in tops.items()})
+    np.savez(path, write_s=write_s, **arrays)
+
+
+def load_written(path: Path, queries: int) -> tuple[float, dict]:
+    data = np.load(path)
+    tops = {}
+    for key in [None, *filter_masks(1)]:
+        top = tops[key] = ExactTop(queries)
+        top.rows, top.scores = data[f"rows {key}"], data[f"scores {key}"]
+    return float(data["write_s"]), tops
+
+
+def drop_added(directory: Path, n: int) -> None:
+    """Delete the rows an earlier run added past the first ``n`` (its +1,000 step)."""
+    from searchkit.store import Changes, Store
+    store = Store(directory)
+    extra = store.ok_ids()[n:]
+    if len(extra):
+        store.apply(Changes(deletes=extra.tolist()))
 
 
 def add_rows(directory: Path, vectors: np.ndarray, first: int) -> None:
@@ -268,8 +258,22 @@ def do_step(name: str, directory: str) -> None:
 
 
 # ---- recall and speed -------------------------------------------------------------------------
-def recall_and_speed(directory: Path, queries: np.ndarray, tops: dict, m: Measured) -> None:
-    """The library's own search index against exact search, unfiltered and filtered."""
+def exact_block(n: int, mix):
+    """Exact search (FAISS flat, inner product) over the first ``min(n, EXACT_BLOCK)`` rows,
+    sampled again chunk by chunk as they were written."""
+    import faiss
+    flat = faiss.IndexFlatIP(DIM)
+    for _, vectors in chunks(min(n, EXACT_BLOCK), mix):
+        flat.add(vectors)
+    return flat
+
+
+def recall_and_speed(directory: Path, queries: np.ndarray, tops: dict, m: Measured, mix
+                     ) -> None:
+    """The library's own search index against exact search, unfiltered and filtered. Each
+    unfiltered query is also answered by exact search over a block of the rows, in turn with
+    the index (the same load on the shared machine); exact single-query time is that block's
+    scaled by ``n / block`` (a flat scan is linear in the rows)."""
     import faiss
 
     from searchkit.library import Library
@@ -279,39 +283,58 @@ def recall_and_speed(directory: Path, queries: np.ndarray, tops: dict, m: Measur
     index = lib.search_index()
     ids = lib.store.ok_ids()
     assert len(ids) == m.n  # written in order: row number i has the i-th id
+    flat = exact_block(m.n, mix)
     _measure(index, queries, tops[None].answers(ids), None)  # warm-up: the lists it probes
-    m.recall, m.ann_ms = _measure(index, queries, tops[None].answers(ids), None)
+    m.recall, m.ann_ms, block_ms = _measure(index, queries, tops[None].answers(ids), None,
+                                            flat)
+    m.exact_ms = block_ms * m.n / flat.ntotal
+    del flat
     masks = filter_masks(m.n)
     for key, mask in masks.items():
-        m.filtered[key], m.filtered_ms[key] = _measure(index, queries, tops[key].answers(ids),
-                                                       ids[mask])
+        m.filtered[key], m.filtered_ms[key], _ = _measure(index, queries,
+                                                          tops[key].answers(ids), ids[mask])
 
 
-def _measure(index, queries: np.ndarray, truth: list[np.ndarray], allowed
-             ) -> tuple[float, float]:
-    lat, rec = [], []
+def _measure(index, queries: np.ndarray, truth: list[np.ndarray], allowed, flat=None
+             ) -> tuple[float, float, float]:
+    """Mean recall@K and p50 ms of ``index``; p50 ms of ``flat`` searched in turn (0: none)."""
+    lat, rec, exact = [], [], []
     for q, want in zip(queries, truth):
         t = time.perf_counter()
         _, got = index.search(q, K, allowed)
         lat.append(time.perf_counter() - t)
         rec.append(len(set(got.tolist()) & set(want.tolist())) / max(1, len(want)))
-    return float(np.mean(rec)), float(np.median(lat) * 1e3)
+        if flat is not None:
+            t = time.perf_counter()
+            flat.search(q.reshape(1, -1), K)
+            exact.append(time.perf_counter() - t)
+    return (float(np.mean(rec)), float(np.median(lat) * 1e3),
+            float(np.median(exact) * 1e3) if exact else 0.0)
 
 
 # ---- one size ---------------------------------------------------------------------------------
 def measure(n: int, work: Path, mix, encoder, queries: np.ndarray, largest: bool,
-            smallest: Path | None) -> Measured:
+            smallest: Path | None, reuse: bool = False) -> Measured:
     """One size; ``smallest``: the smallest size's library, whose fresh processes are timed
-    again in turn with this one's (the ratios of the issue)."""
+    again in turn with this one's (the ratios of the issue); ``reuse``: the library and exact
+    answers a kept earlier run wrote (same sizes and queries), its index built again."""
     m = Measured(n)
     directory = work / f"lib_{n}"
-    shutil.rmtree(directory, ignore_errors=True)
-    say(f"n={n}: writing rows")
-    m.write_s, tops, m.exact_ms = write_library(directory, n, mix, encoder, queries)
-    np.savez(work / f"exact_{n}.npz", **{str(key): top.rows for key, top in tops.items()})
+    written = work / f"written_{n}.npz"
+    if reuse and written.exists() and directory.exists():
+        m.write_s, tops = load_written(written, len(queries))
+        drop_added(directory, n)
+        for name in ("index.faiss", "index.json"):  # build again from the store
+            (directory / name).unlink(missing_ok=True)
+        say(f"n={n}: reusing the rows written before ({written})")
+    else:
+        shutil.rmtree(directory, ignore_errors=True)
+        say(f"n={n}: writing rows")
+        m.write_s, tops = write_library(directory, n, mix, encoder, queries)
+        save_written(written, m.write_s, tops)
     m.sqlite_bytes, m.page_size = sqlite_bytes(directory)
     say(f"n={n}: {m.write_s:.0f} s to write, {m.sqlite_bytes / n:,.0f} B/row in SQLite "
-        f"(page size {m.page_size}); exact {m.exact_ms:.1f} ms; full build")
+        f"(page size {m.page_size}); full build")
     built = step("build", directory)
     m.build_s, m.build_rss, m.index_kind = built["seconds"], built["rss"], built["kind"]
     m.index_bytes = sum(p.stat().st_size for p in directory.glob("index.faiss"))
@@ -324,7 +347,7 @@ def measure(n: int, work: Path, mix, encoder, queries: np.ndarray, largest: bool
                                                                     cli_status(other))
     say(f"n={n}: search {m.search_s:.2f} s {m.search_rss / 1e9:.2f} GB, status "
         f"{m.status_s:.2f} s {m.status_rss / 1e9:.2f} GB; recall")
-    recall_and_speed(directory, queries, tops, m)
+    recall_and_speed(directory, queries, tops, m, mix)
     if largest:
         extra = mix.sample(ADDED, seed=77)
         add_rows(directory, extra, first=n)
@@ -402,6 +425,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--work", type=Path, default=Path("/tmp/searchkit-scale-bench"))
     ap.add_argument("--keep", action="store_true", help="keep the libraries")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse the rows a --keep run wrote in --work (same sizes, queries)")
     ap.add_argument("--json", type=Path, help="also write the measurements here")
     args = ap.parse_args()
     sizes = sorted(set(args.sizes))
@@ -415,7 +440,7 @@ def main() -> None:
         for n in sizes:
             smallest = args.work / f"lib_{sizes[0]}" if n != sizes[0] else None
             results.append(measure(n, args.work, mix, encoder, queries, n == sizes[-1],
-                                   smallest))
+                                   smallest, args.reuse))
             if args.json:
                 args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
             if not args.keep and n != sizes[0]:
