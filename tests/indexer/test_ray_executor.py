@@ -165,8 +165,7 @@ def test_a_file_changed_after_the_driver_hashed_it_is_not_embedded(tmp_path, tin
 # ---- Ray in local mode -----------------------------------------------------------------------
 @pytest.mark.parametrize("batch_size", [4])
 @pytest.mark.usefixtures("no_ray_left")
-@pytest.mark.integration
-@pytest.mark.slow
+@pytest.mark.integration  # not slow (~20 s): the fast tier's one Ray run
 def test_ray_executor_vectors_equal_the_local_executor(tmp_path, lib_factory, batch_size):
     photos = make_photos(tmp_path / "p", 13)
     shutil.copy(photos[0], tmp_path / "p" / "twin.jpg")
@@ -279,6 +278,7 @@ def test_local_ray_instance_stays_on_loopback_and_ends_with_the_run():
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.usefixtures("no_ray_left")
 def test_ray_workers_with_another_model_end_the_run_with_one_line(tmp_path, lib_factory):
     """An actor whose model is not the library's fails in its constructor, where Ray keeps only
