@@ -317,16 +317,21 @@ def measure(n: int, work: Path, mix, encoder, queries: np.ndarray, largest: bool
             smallest: Path | None, reuse: bool = False) -> Measured:
     """One size; ``smallest``: the smallest size's library, whose fresh processes are timed
     again in turn with this one's (the ratios of the issue); ``reuse``: the library and exact
-    answers a kept earlier run wrote (same sizes and queries), its index built again."""
+    answers a kept earlier run wrote (same sizes and queries), and the index it built when
+    it recorded the build (``built_N.json``; else the index is built again)."""
     m = Measured(n)
     directory = work / f"lib_{n}"
-    written = work / f"written_{n}.npz"
+    written, built_file = work / f"written_{n}.npz", work / f"built_{n}.json"
+    built = None
     if reuse and written.exists() and directory.exists():
         m.write_s, tops = load_written(written, len(queries))
-        drop_added(directory, n)
-        for name in ("index.faiss", "index.json"):  # build again from the store
-            (directory / name).unlink(missing_ok=True)
-        say(f"n={n}: reusing the rows written before ({written})")
+        if built_file.exists() and (directory / "index.json").exists():
+            built = json.loads(built_file.read_text())
+        else:
+            for name in ("index.faiss", "index.json"):  # build again from the store
+                (directory / name).unlink(missing_ok=True)
+        drop_added(directory, n)  # (after the build: the next update folds nothing)
+        say(f"n={n}: reusing the rows written before ({written}), index: {built}")
     else:
         shutil.rmtree(directory, ignore_errors=True)
         say(f"n={n}: writing rows")
@@ -335,7 +340,9 @@ def measure(n: int, work: Path, mix, encoder, queries: np.ndarray, largest: bool
     m.sqlite_bytes, m.page_size = sqlite_bytes(directory)
     say(f"n={n}: {m.write_s:.0f} s to write, {m.sqlite_bytes / n:,.0f} B/row in SQLite "
         f"(page size {m.page_size}); full build")
-    built = step("build", directory)
+    if built is None:
+        built = step("build", directory)
+        built_file.write_text(json.dumps(built))
     m.build_s, m.build_rss, m.index_kind = built["seconds"], built["rss"], built["kind"]
     m.index_bytes = sum(p.stat().st_size for p in directory.glob("index.faiss"))
     say(f"n={n}: build {m.index_kind} {m.build_s:.1f} s ({built['wall']:.1f} s process), "
