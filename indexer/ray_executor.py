@@ -59,6 +59,7 @@ GPU_BATCH = 128            # images per batch on a GPU actor (--ray-batch-size)
 CPUS_PER_ACTOR = 4         # at most, for decoding and (without a GPU) encoding
 LOCAL_OBJECT_STORE_BYTES = 512 * 2**20   # paths in, vectors out: little goes through it
 OUR_ERROR = re.compile(r"^searchkit\.[\w.]*Error: (.+)$", re.MULTILINE)
+NOTICE = re.compile(r"^\[[^\]]* [WEF] [^\]]*\] \S+: (.+)$", re.MULTILINE)  # a C++ warning/error
 CHANGED = "changed while it was being indexed (the next run reads it again)"
 # a local Ray instance stays on this machine: loopback addresses, no usage report, no dashboard
 LOCAL_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -301,17 +302,29 @@ def ray_session(ray: Any, address: str | None) -> Iterator[None]:
 
 def _connect(ray: Any, address: str | None, temp: str) -> None:
     quiet = {"logging_level": logging.CRITICAL, "log_to_driver": False}
+    notices = os.path.join(temp, "init.log")
     try:
-        if address:
-            check_reachable(address)
-            ray.init(address=address, **quiet)
-            return
-        with _stderr_to(os.path.join(temp, "init.log")):  # Ray's C++ notice of its log level
-            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, _temp_dir=temp,
-                     object_store_memory=LOCAL_OBJECT_STORE_BYTES, **quiet)
+        with _stderr_to(notices):  # Ray's C++ notices: its log level, connection retries
+            if address:
+                check_reachable(address)  # else Ray waits minutes
+                ray.init(address=address, **quiet)
+            else:
+                ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, _temp_dir=temp,
+                         object_store_memory=LOCAL_OBJECT_STORE_BYTES, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
         what = f"reach the Ray cluster at {address}" if address else "start a local Ray instance"
-        raise RayRunError(f"cannot {what}: {_line(e, 0)}") from e
+        raise RayRunError(f"cannot {what}: {_line(e, 0)}{_last_notice(notices)}") from e
+
+
+def _last_notice(path: str) -> str:
+    """Ray's last C++ notice in ``path`` (why it could not connect: an authentication token
+    missing, ...), as `` (notice)``; empty when there is none."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            found = NOTICE.findall(f.read())
+    except OSError:
+        return ""
+    return f" ({found[-1].strip()})" if found else ""
 
 
 @contextmanager
