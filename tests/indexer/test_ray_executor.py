@@ -299,3 +299,77 @@ def test_ray_workers_with_another_model_end_the_run_with_one_line(tmp_path, lib_
     assert "on a Ray worker is not the library's (weights fingerprint ffffffffffff" in str(e.value)
     assert "\n" not in str(e.value)
     assert vectors(remote) == {}
+
+
+def processes_using(folder: str) -> list[int]:
+    """Pids whose command line names ``folder`` or that hold a file open in it (Ray's agents
+    rename themselves but keep their logs open), from /proc (Linux)."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        if int(entry) == os.getpid():
+            continue
+        try:
+            named = folder.encode() in Path(f"/proc/{entry}/cmdline").read_bytes()
+            fds = [] if named else os.listdir(f"/proc/{entry}/fd")
+            holds = any(os.readlink(f"/proc/{entry}/fd/{fd}").startswith(folder) for fd in fds)
+        except OSError:  # gone meanwhile, or not ours to look at
+            continue
+        if named or holds:
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture
+def ray_head(monkeypatch):
+    """A Ray head node of its own (``ray start --head``) on 127.0.0.1, stopped afterwards by
+    the pids of the processes that use its temp folder (never ``ray stop``, which would stop
+    every Ray on the machine)."""
+    import signal
+    import socket
+    import subprocess
+    import tempfile
+    import time
+    pytest.importorskip("ray")
+    from ray._private import ray_constants
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # Ray's token file stays out of ~/.ray
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)  # this driver on loopback
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="skrayhead", dir="/tmp")  # short: Ray's socket paths
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+    try:
+        subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", "--port",
+                        str(port), "--num-cpus", "2", "--include-dashboard=false",
+                        "--disable-usage-stats", "--temp-dir", temp],
+                       env=env, check=True, capture_output=True, timeout=180)
+        yield f"127.0.0.1:{port}"
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in processes_using(temp):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            for _ in range(50):
+                if not processes_using(temp):
+                    break
+                time.sleep(0.2)
+        assert not processes_using(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_ray_left")
+def test_ray_address_embeds_on_that_cluster_and_leaves_it_running(tmp_path, lib_factory,
+                                                                  ray_head):
+    from searchkit.indexer.ray_executor import check_reachable
+    make_photos(tmp_path / "p", 6)
+    remote, local = lib_factory("ray"), lib_factory("local")
+    r = Indexer(remote, executor=ray_executor(address=ray_head, batch_size=4)).run(
+        [str(tmp_path / "p")])
+    assert (r.added, r.encoded) == (6, 6)
+    Indexer(local).run([str(tmp_path / "p")])
+    assert_same_vectors(vectors(local), vectors(remote))
+    check_reachable(ray_head)  # the run disconnected; the cluster is the user's and still up
