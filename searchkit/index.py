@@ -871,7 +871,7 @@ def _top_k(q: np.ndarray, k: int, ids: np.ndarray, vectors: np.ndarray):
     """Exact top-k of ``vectors`` (stored under ``ids``) for the query."""
     if not len(ids):
         return _EMPTY
-    scores = vectors @ q[0]
+    scores = ann.inner(vectors, q[0])
     order = np.argsort(-scores, kind="stable")[:k]
     return scores[order].astype(np.float32), np.asarray(ids, np.int64)[order]
 
