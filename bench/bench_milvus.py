@@ -11,16 +11,23 @@ queries); each row also gets a format (PNG for a random 10 %, else JPEG) and a w
 another random 10 %, else 640), so that ``--format png`` and ``--min-width 1000`` each keep
 about 10 % of the rows.
 
-Each engine runs in a fresh process through searchkit's storage interface
+Each engine runs in two fresh processes through searchkit's storage interface
 (``searchkit.engine.open_engine``: what ``Library`` and ``searchkit import`` call):
 
-* insert: ``Engine.upsert_rows`` in chunks of ``CHUNK`` rows (as ``searchkit import`` writes
+* write: ``Engine.upsert_rows`` in chunks of ``CHUNK`` rows (as ``searchkit import`` writes
   them), rows/s; then ``Engine.update_index()`` and, on a server, the wait until the server has
-  indexed every row (its index is built in the background);
-* queries: ``Engine.search(vector, 10, filters)`` one at a time after a warm-up pass, p50 and
-  p99 ms, without a filter and with each 10 % filter;
+  sealed and indexed every row (it builds the index in the background);
+* search, in a new process (as ``searchkit search`` opens a library):
+  ``Engine.search(vector, 10, filters)`` one query at a time after a warm-up pass, p50 and p99
+  ms, without a filter and with each 10 % filter; then, on Milvus, the same collection searched
+  with pymilvus directly (Bounded consistency, HNSW ef 64 / 256 / 1024) to tell the server's
+  own speed and filtered recall from the engine's settings;
 * recall@10 against exact search (numpy, over the float32 vectors);
-* peak RSS (VmHWM) of the engine's process, of any process it started, and of the Milvus server.
+* peak RSS (VmHWM) of each process: the writer, the searcher, any process they started, and
+  the Milvus server.
+
+``--index-memory FLAT,HNSW,IVF_SQ8,IVF_FLAT`` measures instead the server's memory per vector of
+each index kind (pymilvus directly, a fresh server each, id + vector only).
 
 The machine is shared (2 cores): read the ratios, not the seconds.
 """
@@ -52,6 +59,11 @@ WIDE, NARROW, MIN_WIDTH = 1920, 640, 1000
 FILTERS = ("none", "format png", "min width 1000")
 INDEX_WAIT_S = 900.0           # the most a server may take to index every row
 ENGINES = ("local", "server", "lite")
+DIRECT_LEVEL = "Bounded"       # pymilvus's default consistency (the engine asks for Strong)
+DIRECT_EF = (64, 256, 1024)    # HNSW ef of the direct searches (the engine's: max(64, k))
+DIRECT_EXPRESSIONS = {"none": 'status == "ok"',
+                      "format png": 'status == "ok" and format in ["PNG"]',
+                      "min width 1000": f'status == "ok" and width >= {MIN_WIDTH}'}
 
 
 @dataclass
@@ -67,10 +79,13 @@ class Measured:
     p99_ms: dict[str, float] = field(default_factory=dict)
     recall: dict[str, float] = field(default_factory=dict)
     kept: dict[str, float] = field(default_factory=dict)   # fraction of rows a filter keeps
-    rss_peak: int = 0            # the engine's process (bytes)
+    write_rss_peak: int = 0      # the process that wrote the rows (bytes)
+    rss_peak: int = 0            # the process that searched
     children_rss_peak: int = 0   # processes it started (a Lite server, if any)
     server_rss_peak: int = 0     # the Milvus standalone server
     server_rss_end: int = 0
+    # the same collection searched with pymilvus directly: setting -> {p50_ms, p99_ms, recall}
+    direct: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
 # ---- the data set: vectors, metadata, exact answers ---------------------------------------------
@@ -162,11 +177,11 @@ def wait_indexed(location: str, total: int) -> float:
         client.close()
 
 
-def run_engine(engine_name: str, location: str, work: Path) -> Measured:
+def write_phase(engine_name: str, location: str, work: Path) -> Measured:
+    """A new library: every row upserted, then its index brought up to date."""
     from searchkit.engine import open_engine
     base = np.load(work / "base.npy", mmap_mode="r")
-    queries = np.load(work / "queries.npy")
-    meta, exact = np.load(work / "meta.npz"), np.load(work / "exact.npz")
+    meta = np.load(work / "meta.npz")
     png, wide = meta["png"], meta["wide"]
     n = base.shape[0]
     m = Measured(engine_name, location, n)
@@ -184,10 +199,23 @@ def run_engine(engine_name: str, location: str, work: Path) -> Measured:
     m.update_index_s = time.perf_counter() - t
     if engine_name == "server":
         m.indexed_wait_s = wait_indexed(location, n)
+    say(f"{engine_name}: index updated in {m.update_index_s:.1f} s "
+        f"(+{m.indexed_wait_s:.1f} s until the server indexed every row)")
+    m.write_rss_peak = peak_rss()[0]
+    engine.close()
+    return m
+
+
+def search_phase(engine_name: str, location: str, work: Path) -> Measured:
+    """The library opened again in a fresh process (as ``searchkit search`` does), searched."""
+    from searchkit.engine import open_engine
+    queries = np.load(work / "queries.npy")
+    meta, exact = np.load(work / "meta.npz"), np.load(work / "exact.npz")
+    png, wide = meta["png"], meta["wide"]
+    m = Measured(engine_name, location)
+    engine = open_engine(location)
     engine.warm()
     m.index = engine.index().kind
-    say(f"{engine_name}: index {m.index} in {m.update_index_s:.1f} s "
-        f"(+{m.indexed_wait_s:.1f} s server-side); queries")
     for name in FILTERS:
         filters = filters_of(name)
         for q in queries[:20]:                      # warm-up
@@ -201,12 +229,54 @@ def run_engine(engine_name: str, location: str, work: Path) -> Measured:
         m.p50_ms[name] = float(np.percentile(lat, 50) * 1e3)
         m.p99_ms[name] = float(np.percentile(lat, 99) * 1e3)
         m.recall[name], m.kept[name] = recall(engine, got, exact[name], png, wide, name)
-        say(f"{engine_name}: {name}: p50 {m.p50_ms[name]:.2f} ms, p99 {m.p99_ms[name]:.2f} ms, "
-            f"recall@10 {m.recall[name]:.3f}")
+        say(f"{engine_name} ({m.index}): {name}: p50 {m.p50_ms[name]:.2f} ms, "
+            f"p99 {m.p99_ms[name]:.2f} ms, recall@10 {m.recall[name]:.3f}")
+    if engine_name != "local":
+        search_direct(engine, location, queries, exact, png, wide, m)
     m.rss_peak = peak_rss()[0]
     m.children_rss_peak = children_peak()
     engine.close()
     return m
+
+
+PHASES = {"write": write_phase, "search": search_phase}
+
+
+def search_direct(engine, location: str, queries: np.ndarray, exact, png, wide, m: Measured
+                  ) -> None:
+    """The engine's collection searched with pymilvus itself: Bounded consistency and a few HNSW
+    ef values, to tell the server's own speed and filtered recall from the engine's choices."""
+    from pymilvus import MilvusClient
+    from searchkit.milvus.config import MilvusSettings, parse_location
+    where = parse_location(location)
+    client = MilvusClient(**MilvusSettings().client_kwargs(where))
+    try:
+        for ef in DIRECT_EF:
+            setting = f"{DIRECT_LEVEL}, ef={ef}"
+            result: dict[str, dict[str, float]] = {"p50_ms": {}, "p99_ms": {}, "recall": {}}
+            for name, expr in DIRECT_EXPRESSIONS.items():
+                def one(q):
+                    return client.search(where.collection, data=[q.tolist()], limit=K,
+                                         filter=expr, output_fields=[],
+                                         consistency_level=DIRECT_LEVEL,
+                                         search_params={"metric_type": "IP",
+                                                        "params": {"ef": ef}})[0]
+                for q in queries[:20]:                  # warm-up
+                    one(q)
+                lat, got = [], []
+                for q in queries:
+                    t = time.perf_counter()
+                    hits = one(q)
+                    lat.append(time.perf_counter() - t)
+                    got.append(np.asarray([h["id"] for h in hits], np.int64))
+                result["p50_ms"][name] = float(np.percentile(lat, 50) * 1e3)
+                result["p99_ms"][name] = float(np.percentile(lat, 99) * 1e3)
+                result["recall"][name] = recall(engine, got, exact[name], png, wide, name)[0]
+                say(f"{m.engine} direct {setting}: {name}: p50 {result['p50_ms'][name]:.2f} ms, "
+                    f"recall@10 {result['recall'][name]:.3f}")
+            m.direct[setting] = result
+    finally:
+        client.close()
 
 
 def recall(engine, got: list[np.ndarray], truth: np.ndarray, png, wide, name: str
@@ -227,17 +297,73 @@ def recall(engine, got: list[np.ndarray], truth: np.ndarray, png, wide, name: st
     return float(np.mean(scores)), kept
 
 
+# ---- index memory on the server (pymilvus directly: searchkit picks the kind by size) --------
+MEMORY_KINDS = {"FLAT": {}, "HNSW": {"M": 16, "efConstruction": 200},
+                "IVF_SQ8": {"nlist": 1024}, "IVF_FLAT": {"nlist": 1024}}
+SETTLE_S = 5.0                 # after a load, before reading the server's RSS
+
+
+def index_memory(kind: str, work: Path) -> dict[str, float]:
+    """A fresh server, a collection of id + vector only, the base vectors inserted and flushed,
+    ``kind`` built and loaded: the server's RSS before the collection is loaded and after."""
+    from pymilvus import DataType, MilvusClient
+    sys.path.insert(0, str(ROOT / "tests" / "milvus"))
+    from conftest import running_milvus
+    base = np.load(work / "base.npy", mmap_mode="r")
+    n = base.shape[0]
+    data_dir = work / f"memory_{kind}"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir()
+    with running_milvus(data_dir) as server:
+        client = MilvusClient(uri=server.client_uri)
+        s = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        s.add_field("id", DataType.INT64, is_primary=True)
+        s.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
+        client.create_collection("m", schema=s)
+        for first in range(0, n, CHUNK):
+            part = np.asarray(base[first:first + CHUNK])
+            client.insert("m", [{"id": first + i, "vector": v} for i, v in enumerate(part)])
+        client.flush("m")
+        params = client.prepare_index_params()
+        params.add_index(field_name="vector", index_type=kind, metric_type="IP",
+                         params=MEMORY_KINDS[kind])
+        client.create_index("m", params)
+        t = time.perf_counter()
+        while time.perf_counter() - t < INDEX_WAIT_S:
+            info = client.describe_index("m", client.list_indexes("m")[0])
+            if int(info.get("indexed_rows", 0)) >= n and int(info.get("pending_index_rows", 0)) == 0:
+                break
+            time.sleep(1.0)
+        time.sleep(SETTLE_S)
+        before = peak_rss(server.pid)[1]
+        client.load_collection("m")
+        time.sleep(SETTLE_S)
+        after = peak_rss(server.pid)[1]
+        client.close()
+    say(f"memory {kind}: server RSS {before / 1e6:,.0f} MB before the load, "
+        f"{after / 1e6:,.0f} MB after: {(after - before) / n:,.0f} B per vector")
+    return {"before": before, "after": after, "per_vector": (after - before) / n}
+
+
 # ---- the parent: data, server, children, report ------------------------------------------------
 def say(text: str) -> None:
     print(time.strftime("%H:%M:%S"), text, file=sys.stderr, flush=True)
 
 
 def child(engine_name: str, location: str, work: Path) -> Measured:
-    out = subprocess.run([sys.executable, __file__, "--child", engine_name, location,
-                          str(work)], cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False)
-    if out.returncode:
-        raise SystemExit(f"{engine_name} failed ({out.returncode})")
-    return Measured(**json.loads(out.stdout.strip().splitlines()[-1]))
+    """The write phase and then the search phase, each in a fresh process."""
+    phases = []
+    for phase in PHASES:
+        out = subprocess.run([sys.executable, __file__, "--child", phase, engine_name, location,
+                              str(work)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                             check=False)
+        if out.returncode:
+            raise SystemExit(f"{engine_name} {phase} failed ({out.returncode})")
+        phases.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    written, searched = phases
+    return Measured(**{**written, **{k: v for k, v in searched.items()
+                                     if k not in ("n", "insert_rows_s", "update_index_s",
+                                                  "indexed_wait_s", "write_rss_peak")}})
 
 
 def measure(engine_name: str, work: Path) -> Measured:
@@ -267,7 +393,7 @@ def report(results: list[Measured], n: int, queries: int) -> str:
     def row(label: str, values) -> None:
         lines.append(f"| {label} | " + " | ".join(values) + " |")
 
-    row("index", [r.index for r in results])
+    row("index (engine's choice at this size)", [r.index for r in results])
     row("insert rows/s (upsert_rows)", [f"{r.insert_rows_s:,.0f}" for r in results])
     row("update_index s (+ server indexing)",
         [f"{r.update_index_s:.1f}" + (f" (+{r.indexed_wait_s:.1f})" if r.indexed_wait_s else "")
@@ -278,7 +404,15 @@ def report(results: list[Measured], n: int, queries: int) -> str:
         row(f"p50 / p99 ms, {label}",
             [f"{r.p50_ms[name]:.2f} / {r.p99_ms[name]:.2f}" for r in results])
         row(f"recall@10, {label}", [f"{r.recall[name]:.3f}" for r in results])
-    row("peak RSS, engine process GB", [f"{r.rss_peak / gb:.2f}" for r in results])
+    for setting in dict.fromkeys(s for r in results for s in r.direct):
+        for name in FILTERS:
+            row(f"direct pymilvus ({setting}), {name}: p50 / p99 ms, recall@10",
+                [f"{r.direct[setting]['p50_ms'][name]:.2f} / "
+                 f"{r.direct[setting]['p99_ms'][name]:.2f}, "
+                 f"{r.direct[setting]['recall'][name]:.3f}" if setting in r.direct else "-"
+                 for r in results])
+    row("peak RSS, writing process GB", [f"{r.write_rss_peak / gb:.2f}" for r in results])
+    row("peak RSS, searching process GB", [f"{r.rss_peak / gb:.2f}" for r in results])
     row("peak RSS, processes it started GB", [f"{r.children_rss_peak / gb:.2f}" for r in results])
     row("peak RSS, Milvus server GB",
         [f"{r.server_rss_peak / gb:.2f} (end {r.server_rss_end / gb:.2f})"
@@ -286,9 +420,17 @@ def report(results: list[Measured], n: int, queries: int) -> str:
     return "\n".join(lines)
 
 
+def memory_report(memory: dict[str, dict[str, float]], n: int) -> None:
+    print(f"| {n:,} vectors of {DIM} dimensions (float32: {4 * DIM:,} B) | server RSS before "
+          "load MB | after load MB | B per vector |\n|---|---:|---:|---:|")
+    for kind, m in memory.items():
+        print(f"| {kind} {MEMORY_KINDS[kind] or ''} | {m['before'] / 1e6:,.0f} | "
+              f"{m['after'] / 1e6:,.0f} | {m['per_vector']:,.0f} |")
+
+
 def main() -> None:
-    if len(sys.argv) == 5 and sys.argv[1] == "--child":
-        m = run_engine(sys.argv[2], sys.argv[3], Path(sys.argv[4]))
+    if len(sys.argv) == 6 and sys.argv[1] == "--child":
+        m = PHASES[sys.argv[2]](sys.argv[3], sys.argv[4], Path(sys.argv[5]))
         print(json.dumps(asdict(m)))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -298,10 +440,16 @@ def main() -> None:
                     type=lambda s: [e for e in s.split(",") if e])
     ap.add_argument("--work", type=Path, default=Path("/tmp/searchkit-milvus-bench"))
     ap.add_argument("--json", type=Path, help="also write the measurements here")
+    ap.add_argument("--index-memory", default="", type=lambda s: [k for k in s.split(",") if k],
+                    help=f"instead: the server's RSS per vector of index kinds "
+                         f"({','.join(MEMORY_KINDS)}), one fresh server each")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     say(f"preparing {args.n:,} vectors and exact answers")
     prepare(args.work, args.n, args.queries)
+    if args.index_memory:
+        return memory_report({kind: index_memory(kind, args.work) for kind in args.index_memory},
+                             args.n)
     results = []
     for engine_name in args.engines:
         results.append(measure(engine_name, args.work))
