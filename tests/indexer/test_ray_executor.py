@@ -8,6 +8,7 @@ nothing of it is left running.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import sys
@@ -320,30 +321,29 @@ def processes_using(folder: str) -> list[int]:
 
 
 @pytest.fixture
-def ray_head(monkeypatch):
-    """A Ray head node of its own (``ray start --head``) on 127.0.0.1, stopped afterwards by
-    the pids of the processes that use its temp folder (never ``ray stop``, which would stop
-    every Ray on the machine)."""
+def ray_head():
+    """A Ray head node of its own (``ray start --head``) on 127.0.0.1, without token
+    authentication (Ray's token file stays out of ~/.ray); yields its address and the
+    environment a driver needs for it. Stopped afterwards by the pids of the processes that use
+    its temp folder (never ``ray stop``, which would stop every Ray on the machine)."""
     import signal
     import socket
     import subprocess
     import tempfile
     import time
     pytest.importorskip("ray")
-    from ray._private import ray_constants
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # Ray's token file stays out of ~/.ray
-    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)  # this driver on loopback
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     temp = tempfile.mkdtemp(prefix="skrayhead", dir="/tmp")  # short: Ray's socket paths
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
+           "RAY_USAGE_STATS_ENABLED": "0"}
     try:
         subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", "--port",
                         str(port), "--num-cpus", "2", "--include-dashboard=false",
                         "--disable-usage-stats", "--temp-dir", temp],
                        env=env, check=True, capture_output=True, timeout=180)
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", env
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in processes_using(temp):
@@ -361,15 +361,22 @@ def ray_head(monkeypatch):
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.usefixtures("no_ray_left")
-def test_ray_address_embeds_on_that_cluster_and_leaves_it_running(tmp_path, lib_factory,
-                                                                  ray_head):
+def test_index_with_ray_address_embeds_on_that_cluster_and_leaves_it_running(
+        tmp_path, lib_factory, ray_head, tiny_clip_dir):
+    """`searchkit index --executor ray --ray-address`, as a user runs it (its own process)."""
+    import subprocess
     from searchkit.indexer.ray_executor import check_reachable
+    address, env = ray_head
     make_photos(tmp_path / "p", 6)
-    remote, local = lib_factory("ray"), lib_factory("local")
-    r = Indexer(remote, executor=ray_executor(address=ray_head, batch_size=4)).run(
-        [str(tmp_path / "p")])
-    assert (r.added, r.encoded) == (6, 6)
+    p = subprocess.run([sys.executable, "-m", "searchkit.cli.main", "index", str(tmp_path / "p"),
+                        "--library", str(tmp_path / "remote"), "--model", str(tiny_clip_dir),
+                        "--executor", "ray", "--ray-address", address, "--ray-batch-size", "4",
+                        "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stdout + p.stderr
+    report = json.loads(p.stdout)
+    assert (report["added"], report["encoded"]) == (6, 6)
+    local = lib_factory("local")
     Indexer(local).run([str(tmp_path / "p")])
-    assert_same_vectors(vectors(local), vectors(remote))
-    check_reachable(ray_head)  # the run disconnected; the cluster is the user's and still up
+    assert_same_vectors(vectors(local), vectors(Library.open(tmp_path / "remote")))
+    check_reachable(address)  # the run disconnected; the cluster is the user's and still up
