@@ -305,7 +305,7 @@ SETTLE_S = 5.0                 # after a load, before reading the server's RSS
 
 def index_memory(kind: str, work: Path) -> dict[str, float]:
     """A fresh server, a collection of id + vector only, the base vectors inserted and flushed,
-    ``kind`` built and loaded: the server's RSS before the collection is loaded and after."""
+    ``kind`` built, loaded and released once: the server's RSS released, then loaded again."""
     from pymilvus import DataType, MilvusClient
     sys.path.insert(0, str(ROOT / "tests" / "milvus"))
     from conftest import running_milvus
@@ -334,14 +334,16 @@ def index_memory(kind: str, work: Path) -> dict[str, float]:
             if int(info.get("indexed_rows", 0)) >= n and int(info.get("pending_index_rows", 0)) == 0:
                 break
             time.sleep(1.0)
+        client.load_collection("m")                 # a first load and release: the write
+        client.release_collection("m")              # buffers are gone, the heap has settled
         time.sleep(SETTLE_S)
         before = peak_rss(server.pid)[1]
         client.load_collection("m")
         time.sleep(SETTLE_S)
         after = peak_rss(server.pid)[1]
         client.close()
-    say(f"memory {kind}: server RSS {before / 1e6:,.0f} MB before the load, "
-        f"{after / 1e6:,.0f} MB after: {(after - before) / n:,.0f} B per vector")
+    say(f"memory {kind}: server RSS {before / 1e6:,.0f} MB released, {after / 1e6:,.0f} MB "
+        f"loaded: {(after - before) / n:,.0f} B per vector")
     return {"before": before, "after": after, "per_vector": (after - before) / n}
 
 
@@ -421,8 +423,8 @@ def report(results: list[Measured], n: int, queries: int) -> str:
 
 
 def memory_report(memory: dict[str, dict[str, float]], n: int) -> None:
-    print(f"| {n:,} vectors of {DIM} dimensions (float32: {4 * DIM:,} B) | server RSS before "
-          "load MB | after load MB | B per vector |\n|---|---:|---:|---:|")
+    print(f"| {n:,} vectors of {DIM} dimensions (float32: {4 * DIM:,} B) | server RSS "
+          "released MB | loaded MB | B per vector |\n|---|---:|---:|---:|")
     for kind, m in memory.items():
         print(f"| {kind} {MEMORY_KINDS[kind] or ''} | {m['before'] / 1e6:,.0f} | "
               f"{m['after'] / 1e6:,.0f} | {m['per_vector']:,.0f} |")
