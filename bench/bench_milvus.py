@@ -4,6 +4,7 @@ Milvus standalone server (the PyPI ``milvus`` package, 2.3.5, on 127.0.0.1) and 
 
     nice -n 10 python bench/bench_milvus.py [--n 100000] [--queries 200]
         [--engines local,server,lite] [--work /tmp/searchkit-milvus-bench] [--json FILE]
+        [--server milvus://HOST:PORT/COLLECTION]      # a real cluster instead of the PyPI one
 
 The vectors are the scale bench's (``bench/bench_scale.py``: the first ``--n`` rows drawn from
 the mixture fitted to searchkit-lite embeddings of the shared align images, seeded, and its
@@ -153,14 +154,20 @@ def children_peak() -> int:
     return sum(peak_rss(pid)[0] for pid in descendants(os.getpid()))
 
 
+def milvus_client(location: str):
+    """A pymilvus client for a milvus:// location, with searchkit's connection settings
+    (credentials and TLS from the environment or its config file), and the parsed location."""
+    from pymilvus import MilvusClient
+    from searchkit.milvus.config import load_settings, parse_location
+    where = parse_location(location)
+    return MilvusClient(**load_settings(where).client_kwargs(where)), where
+
+
 def wait_indexed(location: str, total: int) -> float:
     """Seconds until the server has sealed and indexed every row: a flush seals the growing
     segment (an index rebuild leaves the last rows in it, searched without the index), and the
     server builds the index of each sealed segment in the background."""
-    from pymilvus import MilvusClient
-    from searchkit.milvus.config import parse_location
-    where = parse_location(location)
-    client = MilvusClient(uri=f"http://{where.host}:{where.port}")
+    client, where = milvus_client(location)
     t = time.perf_counter()
     try:
         client.flush(where.collection)
@@ -246,10 +253,7 @@ def search_direct(engine, location: str, queries: np.ndarray, exact, png, wide, 
                   ) -> None:
     """The engine's collection searched with pymilvus itself: Bounded consistency and a few HNSW
     ef values, to tell the server's own speed and filtered recall from the engine's choices."""
-    from pymilvus import MilvusClient
-    from searchkit.milvus.config import MilvusSettings, parse_location
-    where = parse_location(location)
-    client = MilvusClient(**MilvusSettings().client_kwargs(where))
+    client, where = milvus_client(location)
     try:
         for ef in DIRECT_EF:
             setting = f"{DIRECT_LEVEL}, ef={ef}"
@@ -368,7 +372,9 @@ def child(engine_name: str, location: str, work: Path) -> Measured:
                                                   "indexed_wait_s", "write_rss_peak")}})
 
 
-def measure(engine_name: str, work: Path) -> Measured:
+def measure(engine_name: str, work: Path, server_location: str | None = None) -> Measured:
+    if engine_name == "server" and server_location:   # a server that runs elsewhere
+        return child("server", server_location, work)
     library = work / f"lib_{engine_name}"
     shutil.rmtree(library, ignore_errors=True)
     if engine_name == "local":
@@ -442,6 +448,9 @@ def main() -> None:
                     type=lambda s: [e for e in s.split(",") if e])
     ap.add_argument("--work", type=Path, default=Path("/tmp/searchkit-milvus-bench"))
     ap.add_argument("--json", type=Path, help="also write the measurements here")
+    ap.add_argument("--server", metavar="milvus://HOST:PORT/COLLECTION",
+                    help="measure this server (a new, empty collection; credentials from "
+                         "SEARCHKIT_MILVUS_* or the config file) instead of starting one here")
     ap.add_argument("--index-memory", default="", type=lambda s: [k for k in s.split(",") if k],
                     help=f"instead: the server's RSS per vector of index kinds "
                          f"({','.join(MEMORY_KINDS)}), one fresh server each")
@@ -454,7 +463,7 @@ def main() -> None:
                              args.n)
     results = []
     for engine_name in args.engines:
-        results.append(measure(engine_name, args.work))
+        results.append(measure(engine_name, args.work, args.server))
         if args.json:
             args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
     print(f"{os.cpu_count()} cores shared with other jobs; one run; engines in fresh processes\n")
