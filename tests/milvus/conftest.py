@@ -202,6 +202,16 @@ def running_milvus(data_dir: Path) -> Iterator[MilvusServerInfo]:
         server.stop()   # closes its log files (the process is gone by now)
 
 
+def pytest_collection_modifyitems(config, items):
+    """A test that starts the server must be an integration test (the fast tier skips those)."""
+    unmarked = [item.nodeid for item in items
+                if "milvus_server" in getattr(item, "fixturenames", ())
+                and item.get_closest_marker("integration") is None]
+    if unmarked:
+        raise pytest.UsageError("these tests use milvus_server but are not marked "
+                                "@pytest.mark.integration: " + ", ".join(unmarked))
+
+
 @pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory) -> Iterator[MilvusServerInfo]:
     """One real Milvus standalone server for the session's integration tests."""
