@@ -42,6 +42,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -301,21 +302,23 @@ def recall(engine, got: list[np.ndarray], truth: np.ndarray, png, wide, name: st
     return float(np.mean(scores)), kept
 
 
-# ---- index memory on the server (pymilvus directly: searchkit picks the kind by size) --------
+# ---- the server alone (pymilvus directly: searchkit picks the kind by size) -------------------
 MEMORY_KINDS = {"FLAT": {}, "HNSW": {"M": 16, "efConstruction": 200},
                 "IVF_SQ8": {"nlist": 1024}, "IVF_FLAT": {"nlist": 1024}}
 SETTLE_S = 5.0                 # after a load, before reading the server's RSS
+BUCKETS = 10_000               # filter-recall rows get a bucket; "bucket < f * BUCKETS" keeps f
 
 
-def index_memory(kind: str, work: Path) -> dict[str, float]:
-    """A fresh server, a collection of id + vector only, the base vectors inserted and flushed,
-    ``kind`` built, loaded and released once: the server's RSS released, then loaded again."""
+@contextmanager
+def server_collection(work: Path, name: str, kind: str, buckets: np.ndarray | None = None):
+    """A fresh server with the base vectors in collection "m" (id, vector and, when given,
+    bucket), flushed and indexed with ``kind`` (not loaded): (server, client)."""
     from pymilvus import DataType, MilvusClient
     sys.path.insert(0, str(ROOT / "tests" / "milvus"))
     from conftest import running_milvus
     base = np.load(work / "base.npy", mmap_mode="r")
     n = base.shape[0]
-    data_dir = work / f"memory_{kind}"
+    data_dir = work / name
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir()
     with running_milvus(data_dir) as server:
@@ -323,10 +326,14 @@ def index_memory(kind: str, work: Path) -> dict[str, float]:
         s = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         s.add_field("id", DataType.INT64, is_primary=True)
         s.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
+        if buckets is not None:
+            s.add_field("bucket", DataType.INT64)
         client.create_collection("m", schema=s)
         for first in range(0, n, CHUNK):
             part = np.asarray(base[first:first + CHUNK])
-            client.insert("m", [{"id": first + i, "vector": v} for i, v in enumerate(part)])
+            client.insert("m", [{"id": first + i, "vector": v,
+                                 **({} if buckets is None else {"bucket": int(buckets[first + i])})}
+                                for i, v in enumerate(part)])
         client.flush("m")
         params = client.prepare_index_params()
         params.add_index(field_name="vector", index_type=kind, metric_type="IP",
@@ -338,6 +345,17 @@ def index_memory(kind: str, work: Path) -> dict[str, float]:
             if int(info.get("indexed_rows", 0)) >= n and int(info.get("pending_index_rows", 0)) == 0:
                 break
             time.sleep(1.0)
+        try:
+            yield server, client
+        finally:
+            client.close()
+
+
+def index_memory(kind: str, work: Path) -> dict[str, float]:
+    """A collection of id + vector only, ``kind`` built, loaded and released once: the
+    server's RSS released, then loaded again."""
+    n = np.load(work / "base.npy", mmap_mode="r").shape[0]
+    with server_collection(work, f"memory_{kind}", kind) as (server, client):
         client.load_collection("m")                 # a first load and release: the write
         client.release_collection("m")              # buffers are gone, the heap has settled
         time.sleep(SETTLE_S)
@@ -345,10 +363,39 @@ def index_memory(kind: str, work: Path) -> dict[str, float]:
         client.load_collection("m")
         time.sleep(SETTLE_S)
         after = peak_rss(server.pid)[1]
-        client.close()
     say(f"memory {kind}: server RSS {before / 1e6:,.0f} MB released, {after / 1e6:,.0f} MB "
         f"loaded: {(after - before) / n:,.0f} B per vector")
     return {"before": before, "after": after, "per_vector": (after - before) / n}
+
+
+def filter_recall(fractions: list[float], work: Path) -> list[tuple[float, int, float, float]]:
+    """HNSW on the server under filters keeping each fraction of the rows (a random bucket per
+    row): (fraction, ef, recall@10, p50 ms) against exact search among the rows kept."""
+    base = np.load(work / "base.npy", mmap_mode="r")
+    queries = np.load(work / "queries.npy")
+    buckets = np.random.default_rng(21).integers(0, BUCKETS, base.shape[0])
+    scores = queries @ np.asarray(base).T
+    out = []
+    with server_collection(work, "filter_recall", "HNSW", buckets) as (server, client):
+        client.load_collection("m")
+        for fraction in fractions:
+            limit = int(round(fraction * BUCKETS))
+            truth = top_k(np.where(buckets < limit, scores, -np.inf))
+            for ef in DIRECT_EF:
+                lat, rec = [], []
+                for q, want in zip(queries, truth):
+                    t0 = time.perf_counter()
+                    hits = client.search("m", data=[q.tolist()], limit=K,
+                                         filter=f"bucket < {limit}", output_fields=[],
+                                         consistency_level=DIRECT_LEVEL,
+                                         search_params={"metric_type": "IP",
+                                                        "params": {"ef": ef}})[0]
+                    lat.append(time.perf_counter() - t0)
+                    rec.append(len({h["id"] for h in hits} & set(want.tolist())) / K)
+                out.append((fraction, ef, float(np.mean(rec)), float(np.median(lat) * 1e3)))
+                say(f"filter keeping {fraction:.0%}, ef={ef}: recall@10 {out[-1][2]:.3f}, "
+                    f"p50 {out[-1][3]:.2f} ms")
+    return out
 
 
 # ---- the parent: data, server, children, report ------------------------------------------------
@@ -454,6 +501,10 @@ def main() -> None:
     ap.add_argument("--index-memory", default="", type=lambda s: [k for k in s.split(",") if k],
                     help=f"instead: the server's RSS per vector of index kinds "
                          f"({','.join(MEMORY_KINDS)}), one fresh server each")
+    ap.add_argument("--filter-recall", default="",
+                    type=lambda s: [float(f) for f in s.split(",") if f],
+                    help="instead: HNSW recall on the server under filters keeping these "
+                         "fractions of the rows (e.g. 0.01,0.1,0.5)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     say(f"preparing {args.n:,} vectors and exact answers")
@@ -461,6 +512,11 @@ def main() -> None:
     if args.index_memory:
         return memory_report({kind: index_memory(kind, args.work) for kind in args.index_memory},
                              args.n)
+    if args.filter_recall:
+        print(f"| kept | ef | recall@10 | p50 ms |\n|---|---|---|---|")
+        for fraction, ef, rec, ms in filter_recall(args.filter_recall, args.work):
+            print(f"| {fraction:.0%} | {ef} | {rec:.3f} | {ms:.2f} |")
+        return
     results = []
     for engine_name in args.engines:
         results.append(measure(engine_name, args.work, args.server))
