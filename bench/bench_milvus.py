@@ -28,7 +28,9 @@ Each engine runs in two fresh processes through searchkit's storage interface
   the Milvus server.
 
 ``--index-memory FLAT,HNSW,IVF_SQ8,IVF_FLAT`` measures instead the server's memory per vector of
-each index kind (pymilvus directly, a fresh server each, id + vector only).
+each index kind (pymilvus directly, a fresh server each, id + vector only);
+``--filter-recall 0.01,0.1,0.5`` the server's HNSW recall under filters keeping those
+fractions of the rows.
 
 The machine is shared (2 cores): read the ratios, not the seconds.
 """
