@@ -382,6 +382,12 @@ def _text_condition(needle: str):
     return File.content_hash.in_(texts)
 
 
+_CONTENT_COPIES = text(
+    "SELECT content_hash, count(*) FROM files INDEXED BY ix_files_hash "
+    "WHERE status = :ok AND content_hash IN :hashes GROUP BY content_hash"
+).bindparams(bindparam("hashes", expanding=True))
+
+
 def _id_span(s: Session) -> tuple[int | None, int | None]:
     """The smallest and largest row id, each from the primary key (O(log n)): SQLite answers
     ``SELECT min(id), max(id)`` by scanning an index, 0.09 s at 1M rows (issue 12)."""
@@ -951,16 +957,14 @@ class Store:
 
     def content_copies(self, hashes: list[str]) -> dict[str, int]:
         """How many ok rows hold each of these contents (by content hash; the hash index
-        counts them), for those some row holds."""
+        counts them), for those some row holds. The hash index is named: for ten hashes
+        SQLite chose the status index and read every row (21 s a search at 10M rows)."""
         wanted = sorted({h for h in hashes if h})
         out: dict[str, int] = {}
         with self.session() as s:
             for start in range(0, len(wanted), 500):
-                out.update(s.execute(
-                    select(File.content_hash, func.count()).where(
-                        File.status == STATUS_OK,
-                        File.content_hash.in_(wanted[start:start + 500]))
-                    .group_by(File.content_hash)).all())
+                out.update(s.execute(_CONTENT_COPIES, {
+                    "ok": STATUS_OK, "hashes": wanted[start:start + 500]}).all())
         return out
 
     def content_vectors(self, filters: Filters | None = None, chunk: int = 10_000
