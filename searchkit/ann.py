@@ -21,7 +21,7 @@ embeddings of the align images: ``bench/realistic_vectors.py``; ``bench/bench_in
     rows n                        kind      index bytes/vector (d=512)
     n < FLAT_MAX_ROWS (50k)       flat      2,048 (+ id map)   exact
     50k <= n < PQ_MIN_ROWS (4M)   ivf-sq8   512 + 8 id         re-rank of the best 20
-    n >= PQ_MIN_ROWS              ivf-pq    64 + 8 id (OPQ)    re-rank of the best 100
+    n >= PQ_MIN_ROWS              ivf-pq    64 + 8 id (OPQ)    re-rank of the best 200
 
 * Below ``FLAT_MAX_ROWS`` exact search takes a few ms (50k x 512 floats, about 10 ms on one
   thread here) and needs no training: nothing approximate is worth its recall loss.
@@ -40,9 +40,11 @@ embeddings of the align images: ``bench/realistic_vectors.py``; ``bench/bench_in
   ``dim / 8`` one-byte sub-quantizers (64 B for 512-d, 32x smaller than float32) keep a 10M
   index near 0.9 GB, and the best ``PQ_RERANK`` candidates are re-scored from their float32
   vectors. Measured at 10M here (scale.md): built in 31 min on two busy cores at a peak RSS of
-  2.1 GB, 89 index bytes per image; nprobe 8 of 3,162 lists in 0.8 ms, re-ranking 100 in 1.1 ms
-  more: recall@10 0.966 (0.974 with 200, 0.935 with 50), against 812 ms for exact search. (The
-  crossover itself is set by memory: SQ8 at 10M would map a 5.2 GB index.)
+  2.1 GB, 89 index bytes per image; nprobe 8 of 3,162 lists in 0.8 ms, re-ranking 200 in 2.1 ms
+  more: recall@10 0.974 (0.966 re-ranking 100 in 1.1 ms, 0.935 with 50), against 812 ms for
+  exact search. 200 are kept: with 100 a filter keeping half of a small library no longer
+  always gave the exact best k (tests/test_incremental.py). (The crossover itself is set by
+  memory: SQ8 at 10M would map a 5.2 GB index.)
 
 Filters: an IVF search restricted to ``allowed`` ids probes ``nprobe / fraction`` lists (at
 most all of them), so it scans about as many allowed vectors as an unfiltered search does;
@@ -79,8 +81,8 @@ MIN_ROWS_PER_LIST = 39         # FAISS wants 39 training points per centroid
 SCAN_ROWS = 8_000              # codes an unfiltered search scans: nprobe = SCAN_ROWS / list size
 MIN_NPROBE = 8
 SQ8_RERANK = 20                # candidates re-scored exactly for an IVF-SQ8 search (scale.md)
-PQ_RERANK = 100                # ... for an IVF-PQ search (10M: 0.966, 200 gave 0.974 at twice
-                               # the SQLite reads; 50 gave 0.935: scale.md)
+PQ_RERANK = 200                # ... for an IVF-PQ search (10M: 0.974; 100 gave 0.966 for half
+                               # the SQLite reads, 50 gave 0.935: scale.md)
 PQ_DIMS_PER_BYTE = 8           # PQ sub-quantizers: dim / 8 of them, one byte each
 PQ_BITS = 8
 TRAIN_ROWS_PER_LIST = 40       # the training sample: 40 rows per list ...
