@@ -137,3 +137,27 @@ def test_another_model_is_the_same_clear_error(two, tiny_clip_dir, tmp_path):
     photos, local, milvus = two
     r = run("index", photos, "--library", milvus, "--model", "searchkit-lite")
     one_line_error(r, "was indexed with model")
+
+
+def test_the_web_api_serves_a_milvus_library(two, tmp_path):
+    """Search, "more like this" by a 63-bit id (given to the page as a string), thumbnails and
+    the status page, over a Milvus library."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from searchkit import Library
+    from searchkit.web.app import WebConfig, create_app
+    photos, local, milvus = two
+    lib = Library.open(milvus)
+    try:
+        client = TestClient(create_app(lib, WebConfig(thumb_dir=str(tmp_path / "thumbs"))))
+        hits = client.get("/api/search", params={"q": "a blue square", "k": 3}).json()["hits"]
+        assert len(hits) == 3 and all(h["key"] == str(h["id"]) for h in hits)
+        assert any(h["id"] > 2**53 for h in hits)  # past JavaScript's exact integers
+        like = client.get("/api/search", params={"like": hits[0]["key"], "k": 1}).json()
+        assert like["hits"][0]["path"] == hits[0]["path"]
+        thumb = client.get(hits[0]["thumb_url"])
+        assert thumb.status_code == 200 and thumb.headers["content-type"].startswith("image/")
+        assert client.get("/api/status").json()["indexed"] == 14
+    finally:
+        lib.engine.close()
