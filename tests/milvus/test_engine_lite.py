@@ -172,7 +172,7 @@ def test_the_index_is_rebuilt_when_the_library_crosses_a_size_threshold(tmp_path
         before = e.search(query, 3)
         assert e.index().state == "stale" and e.problems()
         done = e.update_index()
-        assert done.action == "rebuilt" and e.index().kind == "hnsw"
+        assert done.action == "rebuilt" and e.index().kind == "ivf-sq8"
         assert e.index().state == "fresh" and not e.problems()
         assert e.update_index().action == "none"
         after = e.search(query, 3)
@@ -192,11 +192,11 @@ def test_a_lite_library_stays_exact_at_any_size(tmp_path):
 
 def test_index_kind_by_size_follows_the_local_thresholds():
     from searchkit import ann
-    from searchkit.milvus.schema import FLAT, HNSW, IVF_SQ8, choose_index
+    from searchkit.milvus.schema import FLAT, IVF_SQ8, choose_index
     assert choose_index(ann.FLAT_MAX_ROWS - 1).kind == FLAT
-    assert choose_index(ann.FLAT_MAX_ROWS).kind == HNSW
-    big = choose_index(ann.PQ_MIN_ROWS)
-    assert big.kind == IVF_SQ8 and 1 <= big.nprobe <= big.nlist
+    for n in (ann.FLAT_MAX_ROWS, ann.PQ_MIN_ROWS):
+        ivf = choose_index(n)
+        assert ivf.kind == IVF_SQ8 and 1 <= ivf.nprobe <= ivf.nlist
 
 
 # ---- the write lock ------------------------------------------------------------------------
