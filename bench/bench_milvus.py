@@ -21,16 +21,18 @@ Each engine runs in two fresh processes through searchkit's storage interface
 * search, in a new process (as ``searchkit search`` opens a library):
   ``Engine.search(vector, 10, filters)`` one query at a time after a warm-up pass, p50 and p99
   ms, without a filter and with each 10 % filter; then, on Milvus, the same collection searched
-  with pymilvus directly (Bounded consistency, HNSW ef 64 / 256 / 1024) to tell the server's
-  own speed and filtered recall from the engine's settings;
+  with pymilvus directly (Bounded consistency, fixed HNSW ef or IVF nprobe values) to tell
+  the server's own speed and filtered recall from the engine's settings;
 * recall@10 against exact search (numpy, over the float32 vectors);
 * peak RSS (VmHWM) of each process: the writer, the searcher, any process they started, and
   the Milvus server.
 
 ``--index-memory FLAT,HNSW,IVF_SQ8,IVF_FLAT`` measures instead the server's memory per vector of
 each index kind (pymilvus directly, a fresh server each, id + vector only);
-``--filter-recall 0.01,0.1,0.5`` the server's HNSW recall under filters keeping those
-fractions of the rows.
+``--filter-recall 0.01,0.1,0.5 [--filter-kinds HNSW,IVF_SQ8,IVF_FLAT]`` the server's recall
+under filters keeping those fractions of the rows, for each index kind, with fixed search
+parameters and with the engine's (widened by 1 / share kept), and the cost of the
+``count(*)`` query the engine makes first.
 
 The machine is shared (2 cores): read the ratios, not the seconds.
 """
@@ -64,7 +66,8 @@ FILTERS = ("none", "format png", "min width 1000")
 INDEX_WAIT_S = 900.0           # the most a server may take to index every row
 ENGINES = ("local", "server", "lite")
 DIRECT_LEVEL = "Bounded"       # pymilvus's default consistency (the engine asks for Strong)
-DIRECT_EF = (64, 256, 1024)    # HNSW ef of the direct searches (the engine's: max(64, k))
+DIRECT_PARAMS = {"hnsw": [{"ef": ef} for ef in (64, 256, 1024)],      # fixed, whatever the
+                 "ivf-sq8": [{"nprobe": p} for p in (16, 64, 256)]}  # filter keeps
 DIRECT_EXPRESSIONS = {"none": 'status == "ok"',
                       "format png": 'status == "ok" and format in ["PNG"]',
                       "min width 1000": f'status == "ok" and width >= {MIN_WIDTH}'}
@@ -254,12 +257,13 @@ PHASES = {"write": write_phase, "search": search_phase}
 
 def search_direct(engine, location: str, queries: np.ndarray, exact, png, wide, m: Measured
                   ) -> None:
-    """The engine's collection searched with pymilvus itself: Bounded consistency and a few HNSW
-    ef values, to tell the server's own speed and filtered recall from the engine's choices."""
+    """The engine's collection searched with pymilvus itself: Bounded consistency and a few
+    fixed HNSW ef or IVF nprobe values (``DIRECT_PARAMS``), to tell the server's own speed and
+    filtered recall from the engine's choices (which widen nprobe under a filter)."""
     client, where = milvus_client(location)
     try:
-        for ef in DIRECT_EF:
-            setting = f"{DIRECT_LEVEL}, ef={ef}"
+        for params in DIRECT_PARAMS.get(m.index, []):
+            setting = f"{DIRECT_LEVEL}, " + ", ".join(f"{k}={v}" for k, v in params.items())
             result: dict[str, dict[str, float]] = {"p50_ms": {}, "p99_ms": {}, "recall": {}}
             for name, expr in DIRECT_EXPRESSIONS.items():
                 def one(q):
@@ -267,7 +271,7 @@ def search_direct(engine, location: str, queries: np.ndarray, exact, png, wide, 
                                          filter=expr, output_fields=[],
                                          consistency_level=DIRECT_LEVEL,
                                          search_params={"metric_type": "IP",
-                                                        "params": {"ef": ef}})[0]
+                                                        "params": params})[0]
                 for q in queries[:20]:                  # warm-up
                     one(q)
                 lat, got = [], []
@@ -312,9 +316,11 @@ BUCKETS = 10_000               # filter-recall rows get a bucket; "bucket < f * 
 
 
 @contextmanager
-def server_collection(work: Path, name: str, kind: str, buckets: np.ndarray | None = None):
+def server_collection(work: Path, name: str, kind: str, buckets: np.ndarray | None = None,
+                      build: dict | None = None):
     """A fresh server with the base vectors in collection "m" (id, vector and, when given,
-    bucket), flushed and indexed with ``kind`` (not loaded): (server, client)."""
+    bucket), flushed and indexed with ``kind`` (``build``, else ``MEMORY_KINDS``'s; not
+    loaded): (server, client)."""
     from pymilvus import DataType, MilvusClient
     sys.path.insert(0, str(ROOT / "tests" / "milvus"))
     from conftest import running_milvus
@@ -339,7 +345,7 @@ def server_collection(work: Path, name: str, kind: str, buckets: np.ndarray | No
         client.flush("m")
         params = client.prepare_index_params()
         params.add_index(field_name="vector", index_type=kind, metric_type="IP",
-                         params=MEMORY_KINDS[kind])
+                         params=MEMORY_KINDS[kind] if build is None else build)
         client.create_index("m", params)
         t = time.perf_counter()
         while time.perf_counter() - t < INDEX_WAIT_S:
@@ -370,33 +376,83 @@ def index_memory(kind: str, work: Path) -> dict[str, float]:
     return {"before": before, "after": after, "per_vector": (after - before) / n}
 
 
-def filter_recall(fractions: list[float], work: Path) -> list[tuple[float, int, float, float]]:
-    """HNSW on the server under filters keeping each fraction of the rows (a random bucket per
-    row): (fraction, ef, recall@10, p50 ms) against exact search among the rows kept."""
+COUNT_QUERIES = 50             # count(*) queries timed per filter
+
+
+@dataclass
+class FilterRecall:
+    kind: str
+    setting: str
+    kept: float
+    recall: float
+    p50_ms: float
+    count_p50_ms: float = 0.0   # the count(*) query on the same filter (the engine's share kept)
+
+
+def filter_settings(kind: str, n: int) -> list[tuple[str, object]]:
+    """(label, kept -> search params) to compare on ``kind``: the engine's rule
+    (:meth:`IndexChoice.search_params`, widened by 1 / share kept), and fixed ones."""
+    from searchkit.milvus import schema
+    if kind == "HNSW":
+        choice = schema.IndexChoice(kind)
+        return [("ef 64 (fixed)", lambda kept: {"ef": 64}),
+                ("ef 64 / kept", lambda kept: choice.search_params(K, kept))]
+    choice = schema.ivf_index(n, kind)
+    low = schema.IndexChoice(kind, choice.nlist, 64)
+    return [("nprobe 64 (fixed)", lambda kept: {"nprobe": low.nprobe}),
+            ("nprobe 64 / kept", lambda kept: low.search_params(K, kept)),
+            (f"nprobe {choice.nprobe} / kept (engine)",
+             lambda kept: choice.search_params(K, kept))]
+
+
+def build_params(kind: str, n: int) -> dict:
+    from searchkit.milvus import schema
+    return (schema.ivf_index(n, kind) if kind != "HNSW"
+            else schema.IndexChoice(kind)).build_params()
+
+
+def filter_recall(fractions: list[float], work: Path, kinds: list[str]) -> list[FilterRecall]:
+    """Each index kind on the server under filters keeping each fraction of the rows (a random
+    bucket per row), searched with :func:`filter_settings`: recall@10 against exact search
+    among the rows kept, p50, and the p50 of a ``count(*)`` query on the filter."""
     base = np.load(work / "base.npy", mmap_mode="r")
+    n = base.shape[0]
     queries = np.load(work / "queries.npy")
-    buckets = np.random.default_rng(21).integers(0, BUCKETS, base.shape[0])
+    buckets = np.random.default_rng(21).integers(0, BUCKETS, n)
     scores = queries @ np.asarray(base).T
     out = []
-    with server_collection(work, "filter_recall", "HNSW", buckets) as (server, client):
-        client.load_collection("m")
-        for fraction in fractions:
-            limit = int(round(fraction * BUCKETS))
-            truth = top_k(np.where(buckets < limit, scores, -np.inf))
-            for ef in DIRECT_EF:
-                lat, rec = [], []
-                for q, want in zip(queries, truth):
+    for kind in kinds:
+        with server_collection(work, f"filter_recall_{kind}", kind, buckets,
+                               build_params(kind, n)) as (server, client):
+            client.load_collection("m")
+            for fraction in fractions:
+                limit = int(round(fraction * BUCKETS))
+                expr = f"bucket < {limit}"
+                kept = float(np.mean(buckets < limit))
+                truth = top_k(np.where(buckets < limit, scores, -np.inf))
+                count_lat = []
+                for _ in range(COUNT_QUERIES):
                     t0 = time.perf_counter()
-                    hits = client.search("m", data=[q.tolist()], limit=K,
-                                         filter=f"bucket < {limit}", output_fields=[],
-                                         consistency_level=DIRECT_LEVEL,
-                                         search_params={"metric_type": "IP",
-                                                        "params": {"ef": ef}})[0]
-                    lat.append(time.perf_counter() - t0)
-                    rec.append(len({h["id"] for h in hits} & set(want.tolist())) / K)
-                out.append((fraction, ef, float(np.mean(rec)), float(np.median(lat) * 1e3)))
-                say(f"filter keeping {fraction:.0%}, ef={ef}: recall@10 {out[-1][2]:.3f}, "
-                    f"p50 {out[-1][3]:.2f} ms")
+                    client.query("m", filter=expr, output_fields=["count(*)"],
+                                 consistency_level=DIRECT_LEVEL)
+                    count_lat.append(time.perf_counter() - t0)
+                for label, params_of in filter_settings(kind, n):
+                    params = params_of(kept)
+                    lat, rec = [], []
+                    for q, want in zip(queries, truth):
+                        t0 = time.perf_counter()
+                        hits = client.search("m", data=[q.tolist()], limit=K, filter=expr,
+                                             output_fields=[], consistency_level=DIRECT_LEVEL,
+                                             search_params={"metric_type": "IP",
+                                                            "params": params})[0]
+                        lat.append(time.perf_counter() - t0)
+                        rec.append(len({h["id"] for h in hits} & set(want.tolist())) / K)
+                    out.append(FilterRecall(kind, f"{label} = {params}", kept,
+                                            float(np.mean(rec)), float(np.median(lat) * 1e3),
+                                            float(np.median(count_lat) * 1e3)))
+                    say(f"{kind} keeping {kept:.1%}, {out[-1].setting}: recall@10 "
+                        f"{out[-1].recall:.3f}, p50 {out[-1].p50_ms:.2f} ms "
+                        f"(count(*) {out[-1].count_p50_ms:.2f} ms)")
     return out
 
 
@@ -507,6 +563,9 @@ def main() -> None:
                     type=lambda s: [float(f) for f in s.split(",") if f],
                     help="instead: HNSW recall on the server under filters keeping these "
                          "fractions of the rows (e.g. 0.01,0.1,0.5)")
+    ap.add_argument("--filter-kinds", default="HNSW,IVF_SQ8",
+                    type=lambda s: [k for k in s.split(",") if k],
+                    help="the index kinds --filter-recall compares (HNSW,IVF_SQ8,IVF_FLAT)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     say(f"preparing {args.n:,} vectors and exact answers")
@@ -515,9 +574,11 @@ def main() -> None:
         return memory_report({kind: index_memory(kind, args.work) for kind in args.index_memory},
                              args.n)
     if args.filter_recall:
-        print(f"| kept | ef | recall@10 | p50 ms |\n|---|---|---|---|")
-        for fraction, ef, rec, ms in filter_recall(args.filter_recall, args.work):
-            print(f"| {fraction:.0%} | {ef} | {rec:.3f} | {ms:.2f} |")
+        print("| index | kept | search params | recall@10 | p50 ms | count(*) p50 ms |\n"
+              "|---|---:|---|---:|---:|---:|")
+        for r in filter_recall(args.filter_recall, args.work, args.filter_kinds):
+            print(f"| {r.kind} | {r.kept:.1%} | {r.setting} | {r.recall:.3f} | "
+                  f"{r.p50_ms:.2f} | {r.count_p50_ms:.2f} |")
         return
     results = []
     for engine_name in args.engines:
