@@ -95,3 +95,10 @@ def make_hostile(folder: Path) -> Hostile:
         locked.chmod(0)
         h.bad.add(str(locked))
     return h
+
+
+def unit_rows(n: int, dim: int, seed: int) -> "np.ndarray":
+    """``n`` random unit vectors of ``dim`` float32 (reproducible from ``seed``)."""
+    import numpy as np
+    v = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)

@@ -15,6 +15,7 @@ from searchkit import Library
 from searchkit import ann
 from searchkit import index as fi
 from searchkit.store import STATUS_OK, Changes, FileRow, Move, Store
+from tests.helpers import unit_rows as unit
 
 DIM_SEED = 0
 
@@ -22,11 +23,6 @@ DIM_SEED = 0
 @pytest.fixture
 def lib(tmp_path, tiny_encoder):
     return Library.open(tmp_path / "lib", encoder=tiny_encoder, create=True)
-
-
-def unit(n: int, dim: int, seed: int) -> np.ndarray:
-    v = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
 def add_rows(lib: Library, n: int, seed: int, folder: str = "/photos",

@@ -12,16 +12,12 @@ import pytest
 from searchkit import Library
 from searchkit import store as store_module
 from searchkit.store import STATUS_OK, STATUS_SKIPPED, Changes, FileRow, Store
+from tests.helpers import unit_rows as unit
 
 
 @pytest.fixture
 def lib(tmp_path, tiny_encoder):
     return Library.open(tmp_path / "lib", encoder=tiny_encoder, create=True)
-
-
-def unit(n: int, dim: int, seed: int) -> np.ndarray:
-    v = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
 def row(path: str, vector: bytes | None, status: str = STATUS_OK) -> FileRow:
