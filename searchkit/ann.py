@@ -9,9 +9,10 @@ decisions and nothing else (loading, saving, stamps and the delta of recent chan
 * :func:`build` -- trained on a sample, filled in chunks, so that building never holds more
   than the index plus one chunk (peak memory at most 2x the float32 vector bytes, far less for
   a compressed kind);
-* :func:`search` -- the best ``k`` (among ``allowed`` ids, when given); a compressed kind
-  re-scores its best ``rerank`` candidates exactly from their stored float32 vectors, fetched
-  by id through ``fetch_vectors`` (the library reads them from SQLite by primary key).
+* :func:`search` -- the best ``k`` (among ``allowed`` ids, when given); a kind with
+  ``rerank`` (IVF-PQ) re-scores its best ``rerank`` candidates exactly from their stored
+  float32 vectors, fetched by id through ``fetch_vectors`` (the library reads them from SQLite
+  by primary key); IVF-SQ8 returns its SQ8 scores (within 0.003 of the exact cosine at 1M).
 
 Kinds by size, measured on realistic 512-d vectors (a mixture fitted to searchkit-lite
 embeddings of the align images: ``bench/realistic_vectors.py``; ``bench/bench_index_choice.py``
@@ -20,20 +21,25 @@ embeddings of the align images: ``bench/realistic_vectors.py``; ``bench/bench_in
 
     rows n                        kind      index bytes/vector (d=512)
     n < FLAT_MAX_ROWS (50k)       flat      2,048 (+ id map)   exact
-    50k <= n < PQ_MIN_ROWS (4M)   ivf-sq8   512 + 8 id         re-rank of the best 20
+    50k <= n < PQ_MIN_ROWS (4M)   ivf-sq8   512 + 8 id         SQ8 scores, no re-rank
     n >= PQ_MIN_ROWS              ivf-pq    64 + 8 id (OPQ)    re-rank of the best 200
 
 * Below ``FLAT_MAX_ROWS`` exact search takes a few ms (50k x 512 floats, about 10 ms on one
   thread here) and needs no training: nothing approximate is worth its recall loss.
 * From ``FLAT_MAX_ROWS``: IVF with nlist = sqrt(n) (1,000 lists at 1M) and ``nprobe`` so that a
   search scans about ``SCAN_ROWS`` codes (:func:`nprobe_for`: 8 lists at 1M). At 1M that gave
-  recall@10 0.971 (0.986 after re-ranking 20; re-ranking 50 or 100 found no more) against
-  164-181 ms for exact search; the re-rank's read of 20 rows from SQLite costs 0.2 ms, of 50
-  0.4 ms, as much as the IVF search itself (0.3 ms). 2 sqrt(n) lists search faster (0.99 in 0.3 ms) but k-means and list assignment
-  then take twice as long, past the 2-minute build on two busy cores. SQ8 codes (one byte per
-  dimension) rank almost like float32 (equal recall within 0.005 once the best ``SQ8_RERANK``
-  are re-scored), take a quarter of the bytes and scan faster, so IVF-Flat (float32 stored
-  twice: SQLite and index) is never chosen. HNSW is not either: it cannot remove ids, its graph
+  recall@10 0.971 in 0.26-0.37 ms, 200-260x exact search (66-77 ms at rest; filters keeping
+  1 / 10 / 50 %: 0.995 / 0.983 / 0.977). **IVF-SQ8 returns its SQ8 scores: the cosine decoded
+  from one byte per dimension, within 0.003 of the exact one at 1M (median 0.0008), in the
+  same order as Milvus's IVF_SQ8 reports them** (``SQ8_RERANK`` = 0). Re-ranking the best 20
+  from their float32 vectors in SQLite made the order exact and recall 0.986, but the read of
+  20 rows costs 0.13-0.19 ms and the whole search 0.64 ms (117x exact), short of the issue's
+  200x; exact scores of the final 10 only cost as much (0.56 ms, 133x). The exact paths stay
+  exact: a filter of at most ``index.EXACT_FILTER_LIMIT`` rows, flat libraries, the delta of
+  recent changes, ``searchkit dupes``. 2 sqrt(n) lists search faster (0.974 in 0.25 ms) but
+  k-means and list assignment take 2.4x as long, past the 2-minute build on two busy cores.
+  SQ8 codes take a quarter of the bytes of float32 and scan faster, so IVF-Flat (float32
+  stored twice: SQLite and index) is never chosen. HNSW is not either: it cannot remove ids, its graph
   is not memory-mapped, it builds far slower than IVF on two cores and a filtered HNSW search
   is no faster than an exact one.
 * From ``PQ_MIN_ROWS``: SQ8 codes outgrow memory (10M x 512 B = 5 GB); OPQ + PQ with
@@ -49,7 +55,8 @@ embeddings of the align images: ``bench/realistic_vectors.py``; ``bench/bench_in
 Filters: an IVF search restricted to ``allowed`` ids probes ``nprobe / fraction`` lists (at
 most all of them), so it scans about as many allowed vectors as an unfiltered search does;
 a rare filter therefore scans every list, testing each id against a bitmap, which finds the
-allowed rows exactly (and the re-rank orders them exactly). No separate exact path is needed.
+allowed rows exactly (IVF-PQ's re-rank orders them exactly; IVF-SQ8 by their SQ8 scores). No
+separate exact path is needed.
 
 Memory-mapping: the IVF kinds keep their codes in array inverted lists, which FAISS maps
 read-only with ``IO_FLAG_MMAP`` (:func:`read_flags`); a mapped index can be searched but
@@ -72,7 +79,7 @@ IVF_FLAT = "ivf-flat"
 IVF_SQ8 = "ivf-sq8"
 IVF_PQ = "ivf-pq"
 KINDS = (FLAT, IVF_FLAT, IVF_SQ8, IVF_PQ)
-COMPRESSED = (IVF_SQ8, IVF_PQ)   # kinds whose scores are approximate: re-ranked
+COMPRESSED = (IVF_SQ8, IVF_PQ)   # kinds whose codes are approximate (PQ's are re-ranked)
 
 FLAT_MAX_ROWS = 50_000         # below: exact search (a few ms per query at 512-d)
 PQ_MIN_ROWS = 4_000_000        # from here: PQ codes (SQ8 codes would take n x dim bytes)
@@ -80,7 +87,8 @@ IVF_LISTS_PER_SQRT = 1         # nlist = sqrt(n): k-means and list assignment fi
 MIN_ROWS_PER_LIST = 39         # FAISS wants 39 training points per centroid
 SCAN_ROWS = 8_000              # codes an unfiltered search scans: nprobe = SCAN_ROWS / list size
 MIN_NPROBE = 8
-SQ8_RERANK = 20                # candidates re-scored exactly for an IVF-SQ8 search (scale.md)
+SQ8_RERANK = 0                 # IVF-SQ8 returns its SQ8 scores: re-ranking 20 from SQLite
+                               # took 0.64 ms of a 1M search against 0.37 (scale.md)
 PQ_RERANK = 200                # ... for an IVF-PQ search (10M: 0.974; 100 gave 0.966 for half
                                # the SQLite reads, 50 gave 0.935: scale.md)
 PQ_DIMS_PER_BYTE = 8           # PQ sub-quantizers: dim / 8 of them, one byte each

@@ -35,6 +35,7 @@ import tempfile
 import zlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -710,9 +711,10 @@ class SearchIndex:
     def kind(self) -> str:
         return self.stamp.kind
 
-    @property
+    @cached_property
     def spec(self) -> IndexSpec | None:
-        """The base's spec (None: stamped before specs, an exact flat or IVF-Flat index)."""
+        """The base's spec (None: stamped before specs, an exact flat or IVF-Flat index);
+        parsed once (twice a search cost 12 us of a 0.3 ms 1M query)."""
         return spec_of(self.stamp)
 
     @property

@@ -81,8 +81,10 @@ def test_vectors_for_reads_more_ids_than_one_statement_takes(lib, monkeypatch):
 
 
 def test_the_rerank_of_a_compressed_index_reads_vectors_without_the_orm(lib, monkeypatch):
+    from searchkit import ann
     from searchkit import index as fi
     monkeypatch.setattr(fi, "IVF_THRESHOLD", 200)
+    monkeypatch.setattr(ann, "SQ8_RERANK", 20)   # IVF-SQ8 that re-ranks, as IVF-PQ does
     vectors = unit(600, lib.info.dim, 4)
     write(lib, [row(f"/p/{i:03d}.jpg", v.tobytes()) for i, v in enumerate(vectors)])
     lib.update_index(rebuild=True)
