@@ -27,9 +27,10 @@ embeddings of the align images: ``bench/realistic_vectors.py``; ``bench/bench_in
 * Below ``FLAT_MAX_ROWS`` exact search takes a few ms (50k x 512 floats, about 10 ms on one
   thread here) and needs no training: nothing approximate is worth its recall loss.
 * From ``FLAT_MAX_ROWS``: IVF with nlist = sqrt(n) (1,000 lists at 1M) and ``nprobe`` so that a
-  search scans about ``SCAN_ROWS`` codes (:func:`nprobe_for`: 8 lists at 1M). At 1M that gave
-  recall@10 0.971 in 0.26-0.37 ms, 200-260x exact search (66-77 ms at rest; filters keeping
-  1 / 10 / 50 %: 0.995 / 0.983 / 0.977). **IVF-SQ8 returns its SQ8 scores: the cosine decoded
+  search scans about ``SCAN_ROWS`` codes (:func:`nprobe_for`: 6 lists at 1M). At 1M, without
+  re-ranking, 6 lists gave recall@10 0.962 (filters keeping 1 / 10 / 50 %: 0.994 / 0.983 /
+  0.976) and 8 lists (8,000 codes, the setting until then) 0.971 (0.995 / 0.983 / 0.977) in
+  0.33-0.38 ms, only 199-202x exact search (65-76 ms at rest) in two bench runs. **IVF-SQ8 returns its SQ8 scores: the cosine decoded
   from one byte per dimension, within 0.003 of the exact one at 1M (median 0.0008), in the
   same order as Milvus's IVF_SQ8 reports them** (``SQ8_RERANK`` = 0). Re-ranking the best 20
   from their float32 vectors in SQLite made the order exact and recall 0.986, but the read of
@@ -85,8 +86,9 @@ FLAT_MAX_ROWS = 50_000         # below: exact search (a few ms per query at 512-
 PQ_MIN_ROWS = 4_000_000        # from here: PQ codes (SQ8 codes would take n x dim bytes)
 IVF_LISTS_PER_SQRT = 1         # nlist = sqrt(n): k-means and list assignment fit the build budget
 MIN_ROWS_PER_LIST = 39         # FAISS wants 39 training points per centroid
-SCAN_ROWS = 8_000              # codes an unfiltered search scans: nprobe = SCAN_ROWS / list size
-MIN_NPROBE = 8
+SCAN_ROWS = 6_000              # codes an unfiltered search scans: nprobe = SCAN_ROWS / list size
+MIN_NPROBE = 6                 # IVF-SQ8 at 1M: 6 lists, recall@10 0.962 (8: 0.971 at ~200x only)
+PQ_MIN_NPROBE = 8              # IVF-PQ probes at least this many (10M: 8 lists measured, 0.974)
 SQ8_RERANK = 0                 # IVF-SQ8 returns its SQ8 scores: re-ranking 20 from SQLite
                                # took 0.64 ms of a 1M search against 0.37 (scale.md)
 PQ_RERANK = 200                # ... for an IVF-PQ search (10M: 0.974; 100 gave 0.966 for half
@@ -181,9 +183,10 @@ def choose(n: int, dim: int, flat_max_rows: int | None = None) -> IndexSpec:
     if n < (FLAT_MAX_ROWS if flat_max_rows is None else flat_max_rows):
         return IndexSpec(FLAT)
     nlist = nlist_for(n)
-    common = {"nlist": nlist, "nprobe": nprobe_for(n, nlist),
+    pq = n >= PQ_MIN_ROWS
+    common = {"nlist": nlist, "nprobe": nprobe_for(n, nlist, PQ_MIN_NPROBE if pq else None),
               "train_rows": min(n, max(nlist * TRAIN_ROWS_PER_LIST, MIN_TRAIN_ROWS))}
-    if n < PQ_MIN_ROWS:
+    if not pq:
         return IndexSpec(IVF_SQ8, rerank=SQ8_RERANK, **common)
     return IndexSpec(IVF_PQ, pq_m=pq_subquantizers(dim), opq=True, rerank=PQ_RERANK, **common)
 
@@ -192,10 +195,11 @@ def nlist_for(n: int) -> int:
     return max(1, min(int(IVF_LISTS_PER_SQRT * math.sqrt(n)), n // MIN_ROWS_PER_LIST))
 
 
-def nprobe_for(n: int, nlist: int) -> int:
+def nprobe_for(n: int, nlist: int, min_nprobe: int | None = None) -> int:
     """Lists to probe so that a search scans about ``SCAN_ROWS`` codes (at least
-    ``MIN_NPROBE`` lists): recall@10 stays >= 0.95 from 50k to 1M rows."""
-    return min(nlist, max(MIN_NPROBE, math.ceil(SCAN_ROWS * nlist / max(n, 1))))
+    ``min_nprobe`` lists, default ``MIN_NPROBE``): IVF-SQ8's recall@10 0.962 at 1M."""
+    least = MIN_NPROBE if min_nprobe is None else min_nprobe
+    return min(nlist, max(least, math.ceil(SCAN_ROWS * nlist / max(n, 1))))
 
 
 def pq_subquantizers(dim: int) -> int:
