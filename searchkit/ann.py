@@ -29,10 +29,11 @@ embeddings of the align images: ``bench/realistic_vectors.py``; ``bench/bench_in
 * From ``FLAT_MAX_ROWS``: IVF with nlist = sqrt(n) (1,000 lists at 1M) and ``nprobe`` so that a
   search scans about ``SCAN_ROWS`` codes (:func:`nprobe_for`: 6 lists at 1M). At 1M, without
   re-ranking, 6 lists gave recall@10 0.962 (filters keeping 1 / 10 / 50 %: 0.994 / 0.983 /
-  0.976) and 8 lists (8,000 codes, the setting until then) 0.971 (0.995 / 0.983 / 0.977) in
-  0.33-0.38 ms, only 199-202x exact search (65-76 ms at rest) in two bench runs. **IVF-SQ8 returns its SQ8 scores: the cosine decoded
-  from one byte per dimension, within 0.003 of the exact one at 1M (median 0.0008), in the
-  same order as Milvus's IVF_SQ8 reports them** (``SQ8_RERANK`` = 0). Re-ranking the best 20
+  0.976) in 0.27-0.28 ms, 270-273x exact search (73-75 ms at rest), in two bench runs; 8
+  lists (8,000 codes, the setting until then) 0.971 (0.995 / 0.983 / 0.977) in 0.33-0.38 ms,
+  only 199-202x; at 100k, 19 of 316 lists: 0.968. **IVF-SQ8 returns its SQ8 scores: the
+  cosine decoded from one byte per dimension, within 0.003 of the exact one at 1M (median
+  0.0008), as Milvus's IVF_SQ8 returns them** (``SQ8_RERANK`` = 0). Re-ranking the best 20
   from their float32 vectors in SQLite made the order exact and recall 0.986, but the read of
   20 rows costs 0.13-0.19 ms and the whole search 0.64 ms (117x exact), short of the issue's
   200x; exact scores of the final 10 only cost as much (0.56 ms, 133x). The exact paths stay
@@ -40,9 +41,9 @@ embeddings of the align images: ``bench/realistic_vectors.py``; ``bench/bench_in
   recent changes, ``searchkit dupes``. 2 sqrt(n) lists search faster (0.974 in 0.25 ms) but
   k-means and list assignment take 2.4x as long, past the 2-minute build on two busy cores.
   SQ8 codes take a quarter of the bytes of float32 and scan faster, so IVF-Flat (float32
-  stored twice: SQLite and index) is never chosen. HNSW is not either: it cannot remove ids, its graph
-  is not memory-mapped, it builds far slower than IVF on two cores and a filtered HNSW search
-  is no faster than an exact one.
+  stored twice: SQLite and index) is never chosen. HNSW is not either: it cannot remove ids,
+  its graph is not memory-mapped, it builds far slower than IVF on two cores and a filtered
+  HNSW search is no faster than an exact one.
 * From ``PQ_MIN_ROWS``: SQ8 codes outgrow memory (10M x 512 B = 5 GB); OPQ + PQ with
   ``dim / 8`` one-byte sub-quantizers (64 B for 512-d, 32x smaller than float32) keep a 10M
   index near 0.9 GB, and the best ``PQ_RERANK`` candidates are re-scored from their float32
