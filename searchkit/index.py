@@ -365,12 +365,10 @@ def read_stamp(directory: Path, verify: bool | None = None) -> SavedStamp | None
     compared; its checksum too with ``verify`` (default: when the file is small enough that
     reading it costs milliseconds). DamagedIndexError when they do not match."""
     directory = Path(directory)
-    stamp_bytes = _read(directory / STAMP_FILE)
-    if stamp_bytes is None:
+    parsed = _saved_stamp(directory)
+    if parsed is None:
         return None
-    stamp, size, digest = _parse_stamp(stamp_bytes)
-    if digest is None:
-        return None
+    stamp, size, digest = parsed
     try:
         actual = (directory / INDEX_FILE).stat().st_size
     except FileNotFoundError:
@@ -417,13 +415,21 @@ def load(directory: Path, mmap: bool | None = None, verify: bool | None = None
         return _load_pair(directory, mmap, verify)
 
 
-def _load_pair(directory: Path, mmap: bool | None, verify: bool | None) -> Saved | None:
+def _saved_stamp(directory: Path) -> tuple[Stamp, int, str] | None:
+    """The stamp file's stamp, index size and checksum; None without one (or one written
+    before checksums)."""
     stamp_bytes = _read(directory / STAMP_FILE)
     if stamp_bytes is None:
         return None
     stamp, size, digest = _parse_stamp(stamp_bytes)
-    if digest is None:
+    return None if digest is None else (stamp, size, digest)
+
+
+def _load_pair(directory: Path, mmap: bool | None, verify: bool | None) -> Saved | None:
+    parsed = _saved_stamp(directory)
+    if parsed is None:
         return None
+    stamp, size, digest = parsed
     if mmap or (mmap is None and size > MMAP_MIN_BYTES):
         return _map(directory / INDEX_FILE, stamp, size, digest, bool(verify))
     data = _read(directory / INDEX_FILE)
