@@ -15,6 +15,7 @@ import pytest
 
 from searchkit.query import Filters
 from searchkit.store import STATUS_OK, STATUS_SKIPPED, SKIP_DECODE, FileRow
+from tests.helpers import by_score_then_path
 
 DIM = 8
 MODEL = ("tiny-test-model", "fingerprint-1")
@@ -159,6 +160,6 @@ def ranked(engine, filters: Filters) -> list[tuple[float, str]]:
     scores (copies) in path order, since ids differ between engines."""
     query = unit_vectors(1, seed=99)[0]
     scores, ids = engine.search(query, len(CATALOG) + 5, filters)
-    hits = [(round(float(s), 4), p) for s, p in zip(scores, paths_of(engine, ids))]
+    hits = [(float(s), p) for s, p in zip(scores, paths_of(engine, ids))]
     assert [s for s, _ in hits] == sorted((s for s, _ in hits), reverse=True)
-    return sorted(hits, key=lambda h: (-h[0], h[1]))
+    return by_score_then_path(hits)

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pytest
 from PIL import Image
 
 COLORS = [(220, 30, 30), (30, 200, 40), (30, 40, 220), (240, 220, 20), (20, 20, 20),
@@ -97,8 +99,28 @@ def make_hostile(folder: Path) -> Hostile:
     return h
 
 
-def unit_rows(n: int, dim: int, seed: int) -> "np.ndarray":
+def unit_rows(n: int, dim: int, seed: int) -> np.ndarray:
     """``n`` random unit vectors of ``dim`` float32 (reproducible from ``seed``)."""
-    import numpy as np
     v = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+SCORE_TIE = 1e-5   # scores this close are equal: engines sum inner products their own way
+
+
+def by_score_then_path(hits: list[tuple[float, str]]) -> list[tuple[float, str]]:
+    """(score, path) pairs best first, as two engines can both give them: scores within
+    ``SCORE_TIE`` of each other (copies) in path order, since engines number rows differently."""
+    rest = sorted(hits, key=lambda h: -h[0])
+    ranked: list[tuple[float, str]] = []
+    while rest:
+        tied = [h for h in rest if rest[0][0] - h[0] <= SCORE_TIE]
+        ranked += sorted(tied, key=lambda h: h[1])
+        rest = rest[len(tied):]
+    return ranked
+
+
+def assert_same_ranking(got: list[tuple[float, str]], want: list[tuple[float, str]]) -> None:
+    """The same paths in the same order, with the same scores (within ``SCORE_TIE``)."""
+    assert [p for _, p in got] == [p for _, p in want]
+    assert [s for s, _ in got] == pytest.approx([s for s, _ in want], abs=SCORE_TIE)
